@@ -1,0 +1,45 @@
+# The two commands a newcomer needs:  `make demo`  and  `make test`.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: setup demo test test-fast lint corpus model schemas clean-demo
+
+# Create the virtualenv and install forge with its dev tools (torch 2.13.0 is the CPU build).
+setup: $(STAMP)
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+# Main job, end to end on embedded defaults: a small real ns-3 sweep into ./forge.duckdb (on top of
+# the shipped corpus, which is imported first), then a calibration of the Experiment Model on it.
+# The shipped model in corpora/experiment_model/ is left alone: the demo writes to build/.
+demo: setup
+	$(PY) -m forge seed --grid small --workers 2
+	$(PY) -m forge calibrate --out build/experiment_model
+
+# The test suite (includes real ns-3 runs; about 5-10 minutes on 2 cores).
+test: setup
+	$(PY) -m pytest -q
+
+# Everything but the tests that run ns-3.
+test-fast: setup
+	$(PY) -m pytest -q -m "not ns3"
+
+lint: setup
+	$(VENV)/bin/ruff check forge verifiers flows train tests benchmarks
+	$(VENV)/bin/mypy forge
+
+# Rebuild the shipped artefacts from scratch (about 25 min + 3 min on 2 cores).
+corpus: setup
+	$(PY) -m forge seed --grid default --workers 2 --no-import --db build/corpus.duckdb
+	$(PY) -m forge seed --noise-floor 20 --noise-runs 4 --workers 2 --no-import \
+	    --db build/corpus.duckdb --export corpora/ns3
+model: setup
+	$(PY) -m forge calibrate --db build/corpus.duckdb --no-import --out corpora/experiment_model
+
+schemas: setup
+	$(PY) -m forge schemas

@@ -1,0 +1,389 @@
+"""`python -m forge calibrate`: train the Experiment Model, evaluate it honestly, write artefacts.
+
+Honest evaluation means three things here:
+1. Held-out scenarios (split by scenario seed) are never trained on.
+2. Every figure is given on all UEs *and* on congested UEs (ns-3 throughput < 95 % of offered),
+   because most UEs receive exactly their offered load and "predict the offered load" already
+   scores ~1 % median APE on them while being wrong on every congested UE. That baseline is
+   reported side by side, with the closed-form physics prior.
+3. Next to the noise floor of ns-3 itself: the same scenario under several RngRun values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import torch
+from rich.progress import Progress
+from scipy.stats import spearmanr
+
+from forge.db import ForgeError
+from forge.experiment_model import features as F
+from forge.experiment_model.model import ExperimentModel, _Net
+from forge.scenario import Scenario
+
+CONGESTED_BELOW = 0.95
+REPORT_KPIS = ("dl_throughput_mbps", "ul_throughput_mbps", "delay_ms", "ul_delay_ms",
+               "loss_ratio", "rsrp_dbm", "sinr_db", "handovers")
+
+
+@dataclass
+class CalibrateConfig:
+    """Training configuration of the Experiment Model (stored with the model)."""
+
+    out_dir: Path = Path("corpora/experiment_model")
+    epochs: int | None = None
+    ensemble: int | None = None
+    seed: int = 0
+    hidden: int = 192
+    layers: int = 3
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    batch_size: int = 256
+    default_epochs: int = 120
+    default_ensemble: int = 5
+    bootstrap: bool = True
+    # Targets' loss weights: throughput and delay matter most downstream.
+    target_weights: dict[str, float] = field(default_factory=lambda: {
+        "dl_ratio": 3.0, "ul_ratio": 1.0, "delay": 2.0, "ul_delay": 0.5, "loss": 1.0,
+        "ul_loss": 0.5, "rsrp_res": 0.5, "sinr_res": 0.5, "handovers": 0.5})
+    # Domain check: calibration feature range widened by this fraction of its span.
+    domain_margin: float = 0.05
+
+    @property
+    def n_epochs(self) -> int:
+        return self.epochs if self.epochs is not None else self.default_epochs
+
+    @property
+    def n_members(self) -> int:
+        return self.ensemble if self.ensemble is not None else self.default_ensemble
+
+
+@dataclass
+class RunData:
+    scenario: Scenario
+    ues: list[dict[str, Any]]
+    split: str
+
+
+def load_runs(con: duckdb.DuckDBPyConnection, splits: tuple[str, ...]) -> list[RunData]:
+    rows = con.execute(
+        "SELECT r.run_id, r.scenario, r.split FROM ns3_runs r "
+        f"WHERE r.status = 'ok' AND r.split IN ({', '.join('?' for _ in splits)}) "
+        "ORDER BY r.run_id", list(splits)).fetchall()
+    kp = con.execute(
+        "SELECT k.* FROM ns3_ue_kpis k JOIN ns3_runs r USING (run_id) "
+        f"WHERE r.status = 'ok' AND r.split IN ({', '.join('?' for _ in splits)}) "
+        "ORDER BY k.run_id, k.ue", list(splits))
+    cols = [d[0] for d in kp.description]
+    by_run: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for rec in kp.fetchall():
+        d = dict(zip(cols, rec, strict=True))
+        by_run[d["run_id"]].append(d)
+    return [RunData(Scenario.model_validate_json(s), by_run[rid], sp) for rid, s, sp in rows
+            if len(by_run[rid]) > 0]
+
+
+def _matrix(runs: list[RunData]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    xs, ys, ms, groups = [], [], [], []
+    for k, r in enumerate(runs):
+        x, ph = F.scenario_features(r.scenario)
+        y, m = F.targets(r.scenario, r.ues, ph)
+        xs.append(x)
+        ys.append(y)
+        ms.append(m)
+        groups.append(np.full(len(x), k))
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ms), np.concatenate(groups)
+
+
+def train(runs: list[RunData], cfg: CalibrateConfig, show_progress: bool = True
+          ) -> ExperimentModel:
+    if not runs:
+        raise ForgeError("no calibration runs in the store: run `python -m forge seed` first")
+    torch.manual_seed(cfg.seed)
+    torch.use_deterministic_algorithms(True)
+    x, y, m, groups = _matrix(runs)
+    x_mean, x_std = x.mean(0), x.std(0) + 1e-6
+    msum = np.maximum(m.sum(0), 1)
+    y_mean = (y * m).sum(0) / msum
+    y_std = np.sqrt((((y - y_mean) * m) ** 2).sum(0) / msum) + 1e-6
+    xs = (x - x_mean) / x_std
+    ys = (y - y_mean) / y_std
+    w = torch.tensor([cfg.target_weights[t] for t in F.TARGETS], dtype=torch.float32)
+    span = x.max(0) - x.min(0)
+    rng = np.random.default_rng(cfg.seed)
+    members = []
+    with Progress(disable=not show_progress) as progress:
+        task = progress.add_task("calibrate", total=cfg.n_members * cfg.n_epochs)
+        for k in range(cfg.n_members):
+            # Bootstrap over runs (not rows): UEs of one run are correlated.
+            if cfg.bootstrap and cfg.n_members > 1:
+                pick = rng.integers(0, len(runs), len(runs))
+                counts = np.bincount(pick, minlength=len(runs))
+                idx = np.repeat(np.arange(len(groups)), counts[groups])
+            else:
+                idx = np.arange(len(groups))
+            tx = torch.from_numpy(xs[idx].astype(np.float32))
+            ty = torch.from_numpy(ys[idx].astype(np.float32))
+            tm = torch.from_numpy(m[idx].astype(np.float32))
+            g = torch.Generator().manual_seed(cfg.seed * 1000 + k)
+            torch.manual_seed(cfg.seed * 1000 + k)
+            net = _Net(x.shape[1], y.shape[1], cfg.hidden, cfg.layers)
+            opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            sched = torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=cfg.lr, total_steps=cfg.n_epochs * math.ceil(len(tx) /
+                                                                          cfg.batch_size))
+            for _ in range(cfg.n_epochs):
+                perm = torch.randperm(len(tx), generator=g)
+                for b in range(0, len(tx), cfg.batch_size):
+                    bi = perm[b:b + cfg.batch_size]
+                    out = net(tx[bi])
+                    loss = (nn_huber(out, ty[bi]) * tm[bi] * w).sum() / tm[bi].sum().clamp(min=1)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                progress.advance(task)
+            net.eval()
+            members.append(net)
+    meta = {
+        "features": list(F.FEATURES), "targets": list(F.TARGETS), "hidden": cfg.hidden,
+        "layers": cfg.layers, "x_mean": x_mean.tolist(), "x_std": x_std.tolist(),
+        "y_mean": y_mean.tolist(), "y_std": y_std.tolist(),
+        "domain": {
+            "x_lo": (x.min(0) - cfg.domain_margin * span).tolist(),
+            "x_hi": (x.max(0) + cfg.domain_margin * span).tolist(),
+            "max_ues": max(len(r.scenario.ues) for r in runs),
+            "min_sim_time_s": min(r.scenario.sim_time_s for r in runs),
+            "max_sim_time_s": max(r.scenario.sim_time_s for r in runs),
+        },
+        "training": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+        | {"n_runs": len(runs), "n_ues": len(x)},
+    }
+    return ExperimentModel(members, meta)
+
+
+def nn_huber(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.huber_loss(a, b, reduction="none", delta=1.0)
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+def _metrics(pred: np.ndarray, true: np.ndarray, congested: np.ndarray) -> dict[str, Any]:
+    ok = np.isfinite(pred) & np.isfinite(true)
+    pred, true, congested = pred[ok], true[ok], congested[ok]
+    if len(true) < 2:
+        return {"n": len(true)}
+    denom = np.maximum(np.abs(true), 1e-9)
+    ape = np.abs(pred - true) / denom
+    ss_res = float(((pred - true) ** 2).sum())
+    ss_tot = float(((true - true.mean()) ** 2).sum())
+    rho = spearmanr(pred, true).statistic if np.ptp(true) > 0 and np.ptp(pred) > 0 else 0.0
+    out = {
+        "median_ape": float(np.median(ape)),
+        "r2": 1 - ss_res / ss_tot if ss_tot > 0 else 0.0,
+        "spearman": float(rho),
+        "mae": float(np.mean(np.abs(pred - true))),
+        "n": len(true),
+        "congested": {
+            "median_ape": float(np.median(ape[congested])) if congested.any() else None,
+            "mae": float(np.mean(np.abs(pred[congested] - true[congested])))
+            if congested.any() else None,
+            "n": int(congested.sum()),
+        },
+    }
+    return out
+
+
+def _flatten(runs: list[RunData], preds: list[list[dict[str, Any]]]
+             ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, dict[str, list]]:
+    true: dict[str, list[float]] = defaultdict(list)
+    pred: dict[str, list[float]] = defaultdict(list)
+    cong: list[bool] = []
+    info: dict[str, list] = defaultdict(list)
+    for r, p in zip(runs, preds, strict=True):
+        for u, k, q in zip(r.scenario.ues, r.ues, p, strict=True):
+            cong.append(k["dl_throughput_mbps"] < CONGESTED_BELOW * u.dl_rate_mbps)
+            info["family"].append(r.scenario.family)
+            info["scheduler"].append(r.scenario.cells[q["serving_cell"]].scheduler)
+            info["mobile"].append(u.mobility != "static")
+            info["n_cells"].append(len(r.scenario.cells))
+            for kpi in REPORT_KPIS:
+                t = k.get(kpi)
+                has = not (kpi.startswith("ul_") and u.ul_rate_mbps == 0)
+                true[kpi].append(float(t) if (t is not None and has) else math.nan)
+                v = q.get(kpi)
+                pred[kpi].append(float(v) if v is not None else math.nan)
+    return ({k: np.array(v) for k, v in true.items()}, {k: np.array(v) for k, v in pred.items()},
+            np.array(cong), info)
+
+
+def evaluate(runs: list[RunData], preds: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    true, pred, cong, _ = _flatten(runs, preds)
+    return {kpi: _metrics(pred[kpi], true[kpi], cong) for kpi in REPORT_KPIS}
+
+
+def breakdown(runs: list[RunData], preds: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    """Held-out DL throughput and delay APE by family, scheduler, mobility and cell count."""
+    true, pred, cong, info = _flatten(runs, preds)
+    out: dict[str, Any] = {}
+    for key in ("family", "scheduler", "mobile", "n_cells"):
+        vals = np.array(info[key])
+        rows = {}
+        for v in sorted(set(vals.tolist()), key=str):
+            sel = vals == v
+            dl = _metrics(pred["dl_throughput_mbps"][sel], true["dl_throughput_mbps"][sel],
+                          cong[sel])
+            de = _metrics(pred["delay_ms"][sel], true["delay_ms"][sel], cong[sel])
+            rows[str(v)] = {"n": int(sel.sum()), "dl_median_ape": dl.get("median_ape"),
+                            "dl_congested_median_ape": dl.get("congested", {}).get("median_ape"),
+                            "delay_median_ape": de.get("median_ape")}
+        out[key] = rows
+    return out
+
+
+def baseline_offered(runs: list[RunData]) -> list[list[dict[str, Any]]]:
+    """'Each UE gets its offered load', no loss; other KPIs from the closed-form physics."""
+    out = []
+    for r in runs:
+        _, ph = F.scenario_features(r.scenario)
+        rows = []
+        for i, u in enumerate(r.scenario.ues):
+            path = r.scenario.edge_delay_ms if u.server == "edge" else r.scenario.cloud_delay_ms
+            rows.append({"serving_cell": int(ph.serving[i]),
+                         "dl_throughput_mbps": u.dl_rate_mbps,
+                         "ul_throughput_mbps": u.ul_rate_mbps, "delay_ms": path,
+                         "ul_delay_ms": path, "loss_ratio": 0.0, "rsrp_dbm": ph.rsrp_dbm[i],
+                         "sinr_db": ph.sinr_db[i], "handovers": 0.0})
+        out.append(rows)
+    return out
+
+
+def baseline_physics(runs: list[RunData]) -> list[list[dict[str, Any]]]:
+    """The closed-form prior alone: water-filled airtime share of each UE's capacity."""
+    out = []
+    for r in runs:
+        _, ph = F.scenario_features(r.scenario)
+        rows = []
+        for i, u in enumerate(r.scenario.ues):
+            path = r.scenario.edge_delay_ms if u.server == "edge" else r.scenario.cloud_delay_ms
+            rows.append({"serving_cell": int(ph.serving[i]),
+                         "dl_throughput_mbps": u.dl_rate_mbps * ph.dl_share[i],
+                         "ul_throughput_mbps": u.ul_rate_mbps * ph.ul_share[i],
+                         "delay_ms": path + 10.0, "ul_delay_ms": path + 10.0,
+                         "loss_ratio": 1 - ph.dl_share[i], "rsrp_dbm": ph.rsrp_dbm[i],
+                         "sinr_db": ph.sinr_db[i], "handovers": 0.0})
+        out.append(rows)
+    return out
+
+
+def noise_floor(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """Median relative deviation of each UE's KPI from its mean over RngRun repeats."""
+    runs = load_runs(con, ("noise_floor",))
+    groups: dict[str, list[RunData]] = defaultdict(list)
+    for r in runs:
+        groups[r.scenario.model_copy(update={"rng_run": 1}).scenario_id].append(r)
+    dev: dict[str, list[float]] = defaultdict(list)
+    dev_c: dict[str, list[float]] = defaultdict(list)
+    n_scen = 0
+    for rs in groups.values():
+        if len(rs) < 2:
+            continue
+        n_scen += 1
+        for i, u in enumerate(rs[0].scenario.ues):
+            for kpi in ("dl_throughput_mbps", "delay_ms", "loss_ratio", "sinr_db", "rsrp_dbm"):
+                vals = np.array([r.ues[i].get(kpi) for r in rs], dtype=float)
+                if not np.isfinite(vals).all():
+                    continue
+                mean = vals.mean()
+                rel = np.abs(vals - mean) / max(abs(mean), 1e-9)
+                dev[kpi].extend(rel.tolist())
+                congested = np.mean([r.ues[i]["dl_throughput_mbps"] for r in rs]) < \
+                    CONGESTED_BELOW * u.dl_rate_mbps
+                if congested:
+                    dev_c[kpi].extend(rel.tolist())
+    return {"n_scenarios": n_scen, "n_rng_runs": max((len(v) for v in groups.values()), default=0),
+            **{k: {"median_ape": float(np.median(v)), "n": len(v),
+                   "congested": {"median_ape": float(np.median(dev_c[k])) if dev_c[k] else None,
+                                 "n": len(dev_c[k])}}
+               for k, v in dev.items()}}
+
+
+def calibration_plot(runs: list[RunData], preds: list[list[dict[str, Any]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    true, pred, cong, _ = _flatten(runs, preds)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
+    for ax, kpi, unit in ((axes[0], "dl_throughput_mbps", "Mb/s"), (axes[1], "delay_ms", "ms")):
+        t, p = true[kpi], pred[kpi]
+        ok = np.isfinite(t) & np.isfinite(p) & (t > 0) & (p > 0)
+        ax.scatter(t[ok & ~cong], p[ok & ~cong], s=4, alpha=0.4, label="not congested")
+        ax.scatter(t[ok & cong], p[ok & cong], s=4, alpha=0.4, c="tab:red", label="congested")
+        lo, hi = float(min(t[ok].min(), p[ok].min())), float(max(t[ok].max(), p[ok].max()))
+        ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"ns-3 {kpi} ({unit})")
+        ax.set_ylabel(f"Experiment Model ({unit})")
+        ax.set_title(f"held-out {kpi}")
+        ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def calibrate(con: duckdb.DuckDBPyConnection, cfg: CalibrateConfig, show_progress: bool = True
+              ) -> dict[str, Any]:
+    cal = load_runs(con, ("calibration",))
+    held = load_runs(con, ("heldout",))
+    if not held:
+        raise ForgeError("no held-out runs in the store: seed a grid first (`forge seed`)")
+    model = train(cal, cfg, show_progress=show_progress)
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    model_hash = model.save(cfg.out_dir)
+
+    def predict(runs: list[RunData]) -> list[list[dict[str, Any]]]:
+        return [p.ues for p in model.predict([r.scenario for r in runs])]
+
+    p_held, p_cal = predict(held), predict(cal)
+    serving_acc = float(np.mean([q["serving_cell"] == k["serving_cell"]
+                                 for r, p in zip(held, p_held, strict=True)
+                                 for k, q in zip(r.ues, p, strict=True)
+                                 if k["serving_cell"] is not None]))
+    report = {
+        "heldout": evaluate(held, p_held),
+        "calibration": evaluate(cal, p_cal),
+        "baseline_offered_load": evaluate(held, baseline_offered(held)),
+        "baseline_physics": evaluate(held, baseline_physics(held)),
+        "noise_floor": noise_floor(con),
+        "heldout_breakdown": breakdown(held, p_held),
+        "heldout_serving_cell_accuracy": serving_acc,
+        "congested_definition": f"ns-3 DL throughput < {CONGESTED_BELOW} x offered",
+        "n_runs": {"calibration": len(cal), "heldout": len(held)},
+        "n_ues": {"calibration": sum(len(r.ues) for r in cal),
+                  "heldout": sum(len(r.ues) for r in held)},
+        "model_hash": model_hash,
+    }
+    h = report["heldout"]
+    report["summary"] = {
+        "model_hash": model_hash,
+        "heldout_dl_spearman": h["dl_throughput_mbps"]["spearman"],
+        "heldout_dl_median_ape": h["dl_throughput_mbps"]["median_ape"],
+        "heldout_dl_congested_median_ape": h["dl_throughput_mbps"]["congested"]["median_ape"],
+        "heldout_delay_median_ape": h["delay_ms"]["median_ape"],
+        "baseline_dl_congested_median_ape":
+            report["baseline_offered_load"]["dl_throughput_mbps"]["congested"]["median_ape"],
+        "n_runs": report["n_runs"],
+    }
+    (cfg.out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    calibration_plot(held, p_held, cfg.out_dir / "calibration.png")
+    return report

@@ -1,0 +1,228 @@
+"""The Experiment Model: a torch ensemble that predicts every per-UE KPI of a scenario.
+
+Design (read with features.py and physics.py):
+- Input: one feature vector per UE (own configuration and physics, plus permutation-invariant
+  context of its serving cell and neighbours), so a scenario of any size is a batch of rows.
+- Network: an MLP with one head per target. Throughput is predicted as a log ratio to the offered
+  load (a UE cannot receive more than it is sent, and the model's error is relative, like APE);
+  RSRP and SINR as residuals on the closed-form physics.
+- Ensemble: members trained on bootstrap resamples of the calibration runs; the spread of their
+  predictions is the uncertainty that verifiers use to refuse trusting a prediction.
+- Domain check: every feature must lie within the range seen in calibration (with a margin),
+  and the scenario within the sampled space (cells, UEs), else `in_domain` is False with reasons.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from forge.db import ForgeError
+from forge.experiment_model import features as F
+from forge.experiment_model.physics import Physics
+from forge.ns3.sweep import cell_aggregates
+from forge.scenario import Scenario
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "corpora" / "experiment_model"
+MODEL_FILE = "model.pt"
+META_FILE = "model.json"
+REBUILD_HINT = "rebuild it with `python -m forge calibrate` (see README, Experiment Model)"
+
+# KPI keys of a prediction: the same names as the measured columns of ns3_ue_kpis.
+KPIS = (
+    "dl_throughput_mbps", "ul_throughput_mbps", "delay_ms", "ul_delay_ms", "loss_ratio",
+    "ul_loss_ratio", "rsrp_dbm", "sinr_db", "handovers", "serving_cell",
+)
+
+
+class ModelNotFoundError(ForgeError):
+    """The model file is missing."""
+
+
+class ModelCorruptError(ForgeError):
+    """The model file exists but cannot be used (bad hash, unreadable, wrong format)."""
+
+
+@dataclass
+class ScenarioPrediction:
+    """Predicted KPIs of one scenario.
+
+    ues: one dict per UE with `ue`, the offered rates and every key of KPIS.
+    cells: per-cell aggregates (forge.ns3.sweep.cell_aggregates), same shape as ns3_cell_kpis.
+    uncertainty: per UE, the ensemble's spread: `dl_throughput_rel` and `delay_rel` are relative
+        standard deviations (0.1 = 10 %).
+    in_domain / domain_issues: whether the scenario lies where the model was calibrated.
+    """
+
+    ues: list[dict[str, Any]]
+    cells: list[dict[str, Any]]
+    uncertainty: list[dict[str, float]]
+    in_domain: bool
+    domain_issues: list[str] = field(default_factory=list)
+
+    def max_uncertainty(self) -> float:
+        return max((max(u.values()) for u in self.uncertainty), default=0.0)
+
+
+class _Net(nn.Module):
+    def __init__(self, n_in: int, n_out: int, hidden: int, layers: int) -> None:
+        super().__init__()
+        mods: list[nn.Module] = []
+        d = n_in
+        for _ in range(layers):
+            mods += [nn.Linear(d, hidden), nn.SiLU()]
+            d = hidden
+        self.body = nn.Sequential(*mods)
+        self.head = nn.Linear(d, n_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))  # type: ignore[no-any-return]
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class ExperimentModel:
+    """Load with `ExperimentModel.load()`; predict with `predict([scenario, ...])`."""
+
+    def __init__(self, members: list[_Net], meta: dict[str, Any]) -> None:
+        self.members = members
+        self.meta = meta
+        self.x_mean = np.asarray(meta["x_mean"], dtype=np.float32)
+        self.x_std = np.asarray(meta["x_std"], dtype=np.float32)
+        self.y_mean = np.asarray(meta["y_mean"], dtype=np.float32)
+        self.y_std = np.asarray(meta["y_std"], dtype=np.float32)
+        self.x_lo = np.asarray(meta["domain"]["x_lo"], dtype=np.float32)
+        self.x_hi = np.asarray(meta["domain"]["x_hi"], dtype=np.float32)
+        self.model_hash: str = meta.get("model_hash", "")
+
+    # -- persistence ---------------------------------------------------------------------------
+    @classmethod
+    def load(cls, model_dir: str | Path | None = None) -> ExperimentModel:
+        d = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
+        mpath, jpath = d / MODEL_FILE, d / META_FILE
+        if not mpath.exists() or not jpath.exists():
+            raise ModelNotFoundError(f"no Experiment Model in {d} ({MODEL_FILE} and {META_FILE} "
+                                     f"expected): {REBUILD_HINT}")
+        try:
+            info = json.loads(jpath.read_text())
+            expected = info["model_hash"]
+        except (OSError, ValueError, KeyError) as e:
+            raise ModelCorruptError(f"{jpath} is unreadable ({e}): {REBUILD_HINT}") from e
+        actual = file_hash(mpath)
+        if actual != expected:
+            raise ModelCorruptError(f"{mpath} does not match its hash in {jpath} "
+                                    f"({actual[:12]} != {expected[:12]}): {REBUILD_HINT}")
+        try:
+            blob = torch.load(mpath, map_location="cpu", weights_only=False)
+            meta = blob["meta"]
+            members = []
+            for state in blob["members"]:
+                net = _Net(len(F.FEATURES), len(F.TARGETS), meta["hidden"], meta["layers"])
+                net.load_state_dict(state)
+                net.eval()
+                members.append(net)
+        except Exception as e:
+            raise ModelCorruptError(f"{mpath} cannot be loaded ({e}): {REBUILD_HINT}") from e
+        if list(meta["features"]) != list(F.FEATURES):
+            raise ModelCorruptError(f"{mpath} was built for other features: {REBUILD_HINT}")
+        meta["model_hash"] = expected
+        return cls(members, meta)
+
+    def save(self, model_dir: Path) -> str:
+        """Write model.pt and model.json (with the content hash); return the hash."""
+        model_dir.mkdir(parents=True, exist_ok=True)
+        meta = {k: v for k, v in self.meta.items() if k != "model_hash"}
+        blob = {"meta": meta, "members": [m.state_dict() for m in self.members]}
+        tmp = model_dir / (MODEL_FILE + ".tmp")
+        torch.save(blob, tmp)
+        tmp.replace(model_dir / MODEL_FILE)
+        h = file_hash(model_dir / MODEL_FILE)
+        self.model_hash = h
+        self.meta["model_hash"] = h
+        info = {"model_hash": h, "features": list(F.FEATURES), "targets": list(F.TARGETS),
+                "training": meta.get("training", {}), "n_members": len(self.members)}
+        (model_dir / META_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        return h
+
+    # -- prediction ----------------------------------------------------------------------------
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """Ensemble outputs in target units: (members, rows, targets)."""
+        xs = (x - self.x_mean) / self.x_std
+        with torch.inference_mode():
+            t = torch.from_numpy(np.ascontiguousarray(xs, dtype=np.float32))
+            out = torch.stack([m(t) for m in self.members]).numpy()
+        return out * self.y_std + self.y_mean
+
+    def predict(self, scenarios: Sequence[Scenario]) -> list[ScenarioPrediction]:
+        """Predict every scenario in one batched forward pass."""
+        feats = [F.scenario_features(s) for s in scenarios]
+        if not feats:
+            return []
+        x = np.concatenate([f[0] for f in feats])
+        y = self.raw(x)
+        out, k = [], 0
+        for scn, (xf, ph) in zip(scenarios, feats, strict=True):
+            n = len(scn.ues)
+            out.append(self._assemble(scn, ph, xf, y[:, k:k + n]))
+            k += n
+        return out
+
+    def predict_one(self, scenario: Scenario) -> ScenarioPrediction:
+        return self.predict([scenario])[0]
+
+    def _assemble(self, scn: Scenario, ph: Physics, x: np.ndarray, y: np.ndarray
+                  ) -> ScenarioPrediction:
+        mean = y.mean(0)
+        spread = y.std(0)
+        ues, unc = [], []
+        for i, u in enumerate(scn.ues):
+            dl_ratio = math.exp(min(mean[i, 0], 0.0))
+            ul_ratio = math.exp(min(mean[i, 1], 0.0))
+            has_ul = u.ul_rate_mbps > 0
+            ues.append({
+                "ue": i,
+                "serving_cell": int(ph.serving[i]),
+                "dl_offered_mbps": u.dl_rate_mbps,
+                "ul_offered_mbps": u.ul_rate_mbps,
+                "dl_throughput_mbps": u.dl_rate_mbps * dl_ratio,
+                "ul_throughput_mbps": u.ul_rate_mbps * ul_ratio if has_ul else 0.0,
+                "delay_ms": math.exp(mean[i, 2]),
+                "ul_delay_ms": math.exp(mean[i, 3]) if has_ul else None,
+                "loss_ratio": float(np.clip(mean[i, 4], 0.0, 1.0)),
+                "ul_loss_ratio": float(np.clip(mean[i, 5], 0.0, 1.0)) if has_ul else None,
+                "rsrp_dbm": float(ph.rsrp_dbm[i] + mean[i, 6]),
+                "sinr_db": float(ph.sinr_db[i] + mean[i, 7]),
+                "handovers": max(math.expm1(mean[i, 8]), 0.0),
+            })
+            # Log-space spread is a relative error for throughput and delay.
+            unc.append({"dl_throughput_rel": float(spread[i, 0]),
+                        "delay_rel": float(spread[i, 2])})
+        issues = self.domain_issues(scn, x)
+        return ScenarioPrediction(ues=ues, cells=cell_aggregates(scn, ues), uncertainty=unc,
+                                  in_domain=not issues, domain_issues=issues)
+
+    def domain_issues(self, scn: Scenario, x: np.ndarray) -> list[str]:
+        dom = self.meta["domain"]
+        issues = []
+        if len(scn.ues) > dom["max_ues"]:
+            issues.append(f"{len(scn.ues)} UEs > {dom['max_ues']} seen in calibration")
+        if scn.sim_time_s > dom["max_sim_time_s"] or scn.sim_time_s < dom["min_sim_time_s"]:
+            issues.append(f"sim_time_s {scn.sim_time_s} outside calibration range")
+        lo = x < self.x_lo
+        hi = x > self.x_hi
+        for j in np.flatnonzero((lo | hi).any(0)):
+            rows = np.flatnonzero(lo[:, j] | hi[:, j])
+            issues.append(f"feature {F.FEATURES[j]} out of calibration range for UEs "
+                          f"{rows[:5].tolist()}")
+        return issues
