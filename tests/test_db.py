@@ -18,7 +18,8 @@ def _fake_result(scn):
 
 
 def test_migrations_create_the_documented_tables(con):
-    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    rows = con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+    tables = {r[0] for r in rows}
     assert {"schema_version", "ns3_runs", "ns3_ue_kpis", "ns3_cell_kpis"} <= tables
     assert db.schema_version(con) == len(db.MIGRATIONS)
     assert db.migrate(con) == len(db.MIGRATIONS)  # idempotent

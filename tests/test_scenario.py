@@ -3,7 +3,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from forge.ns3.grid import FAMILIES, load_grid, sample_grid, sample_scenario, split_of
+from forge.ns3.grid import FAMILIES, GridError, load_grid, sample_grid, sample_scenario, split_of
 from forge.scenario import CellConfig, Scenario, UeConfig
 
 
@@ -80,7 +80,7 @@ def test_grid_file(tmp_path):
     p.write_text("\n".join(s.model_dump_json() for s in sample_grid(3)) + "\n")
     assert len(load_grid(str(p))) == 3
     p.write_text('{"cells": []}\n')
-    with pytest.raises(ValueError, match=r"g.jsonl:1"):
+    with pytest.raises(GridError, match=r"g.jsonl:1"):
         load_grid(str(p))
-    with pytest.raises(FileNotFoundError, match="neither"):
+    with pytest.raises(GridError, match="neither"):
         load_grid("no-such-grid")

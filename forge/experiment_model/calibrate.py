@@ -359,7 +359,7 @@ def calibrate(con: duckdb.DuckDBPyConnection, cfg: CalibrateConfig, show_progres
                                  for r, p in zip(held, p_held, strict=True)
                                  for k, q in zip(r.ues, p, strict=True)
                                  if k["serving_cell"] is not None]))
-    report = {
+    report: dict[str, Any] = {
         "heldout": evaluate(held, p_held),
         "calibration": evaluate(cal, p_cal),
         "baseline_offered_load": evaluate(held, baseline_offered(held)),

@@ -25,15 +25,16 @@ FEATURES = (
     "sched_pf", "sched_rr", "sched_pss", "sched_cqa", "log_rbs", "tx_power",
     "gbr", "qci", "edge", "log_server_delay", "mobile", "speed", "ho_on", "hysteresis", "ttt",
     "n_active", "sim_time", "pkt_size", "log_pps", "cell_gbr_load", "cell_max_demand",
-    "cell_mean_demand", "demand_rank", "nbr_load", "ul_nbr_load", "ul_sinr",
+    "cell_mean_demand", "demand_rank", "nbr_load", "ul_nbr_load", "ul_sinr", "log_queue_ms",
 )
 
-# Targets, in this order; each has a mask (KPI measured for this UE).
+# Targets, in this order; each has a mask (KPI measured for this UE). Each is a correction to
+# the physics prior where there is one, so an untrained network would predict the prior.
 TARGETS = (
-    "dl_ratio",     # log(dl throughput / offered)
-    "ul_ratio",     # log(ul throughput / offered), UEs with uplink traffic
-    "delay",        # log(DL mean delay in ms)
-    "ul_delay",     # log(UL mean delay in ms)
+    "dl_ratio",     # log(dl throughput / offered) - log(water-filled share)
+    "ul_ratio",     # same for the uplink, UEs with uplink traffic
+    "delay",        # log(DL mean delay - server path delay), in ms: the radio + queue part
+    "ul_delay",     # same for the uplink
     "loss",         # DL loss ratio
     "ul_loss",      # UL loss ratio
     "rsrp_res",     # measured RSRP minus the physics RSRP (dB)
@@ -41,6 +42,17 @@ TARGETS = (
     "handovers",    # log1p(handover count)
 )
 RATIO_FLOOR = math.log(1e-3)
+RAN_DELAY_FLOOR_MS = 0.5
+
+
+def ran_delay_target(delay_ms: float | None, path_ms: float) -> float | None:
+    if not delay_ms:
+        return None
+    return math.log(max(delay_ms - path_ms, RAN_DELAY_FLOOR_MS))
+
+
+def ratio_target(measured: float, offered: float, share: float) -> float:
+    return max(math.log(max(measured, 1e-9) / offered), RATIO_FLOOR) - math.log(max(share, 1e-3))
 
 
 def scenario_features(scn: Scenario) -> tuple[np.ndarray, physics.Physics]:
@@ -89,7 +101,7 @@ def scenario_features(scn: Scenario) -> tuple[np.ndarray, physics.Physics]:
             math.log(cell_gbr[s[i]] + 1e-4), math.log(cell_max[s[i]] + 1e-4),
             math.log(cell_mean[s[i]] + 1e-4),
             ph.dl_demand[i] / max(cell_max[s[i]], 1e-9), nbr_load[i], ul_nbr[i],
-            ph.ul_sinr_db[i] / 30,
+            ph.ul_sinr_db[i] / 30, math.log(min(ph.queue_ms[i], 1e4)),
         )
     return rows, ph
 
@@ -107,13 +119,12 @@ def targets(scn: Scenario, ues: list[dict[str, Any]], ph: physics.Physics
             m[i, j] = 1.0
 
     for i, (u, k) in enumerate(zip(scn.ues, ues, strict=True)):
-        put(i, 0, max(math.log(max(k["dl_throughput_mbps"], 1e-9) / u.dl_rate_mbps), RATIO_FLOOR))
+        put(i, 0, ratio_target(k["dl_throughput_mbps"], u.dl_rate_mbps, ph.dl_share[i]))
         if u.ul_rate_mbps > 0:
-            put(i, 1, max(math.log(max(k["ul_throughput_mbps"], 1e-9) / u.ul_rate_mbps),
-                       RATIO_FLOOR))
-            put(i, 3, math.log(k["ul_delay_ms"]) if k.get("ul_delay_ms") else None)
+            put(i, 1, ratio_target(k["ul_throughput_mbps"], u.ul_rate_mbps, ph.ul_share[i]))
+            put(i, 3, ran_delay_target(k.get("ul_delay_ms"), ph.path_ms[i]))
             put(i, 5, k.get("ul_loss_ratio"))
-        put(i, 2, math.log(k["delay_ms"]) if k.get("delay_ms") else None)
+        put(i, 2, ran_delay_target(k.get("delay_ms"), ph.path_ms[i]))
         put(i, 4, k.get("loss_ratio"))
         put(i, 6, k["rsrp_dbm"] - ph.rsrp_dbm[i] if k.get("rsrp_dbm") is not None else None)
         put(i, 7, k["sinr_db"] - ph.sinr_db[i] if k.get("sinr_db") is not None else None)

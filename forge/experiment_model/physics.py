@@ -47,6 +47,13 @@ class Physics:
     ul_demand: np.ndarray
     ul_cell_load: np.ndarray
     ul_share: np.ndarray
+    path_ms: np.ndarray         # one-way PGW <-> server delay of each UE's flows (edge or cloud)
+    queue_ms: np.ndarray        # time to drain a full RLC buffer at the water-filled rate
+
+
+# ns-3's LteRlcUm::MaxTxBufferSize default: a congested UE's queue sits at this size, so its
+# queueing delay is about this many bits over its service rate.
+RLC_BUFFER_BYTES = 10 * 1024
 
 
 def pathloss_db(d_m: np.ndarray) -> np.ndarray:
@@ -140,9 +147,15 @@ def compute(scn: Scenario) -> Physics:
     ul_cell_load = np.bincount(serving, weights=ul_demand, minlength=n_cells)
     ul_share = water_fill(ul_demand, serving, n_cells)
 
+    path_ms = np.array([scn.edge_delay_ms if u.server == "edge" else scn.cloud_delay_ms
+                        for u in scn.ues])
+    served = np.maximum(dl_rate * dl_share, 1e-3)
+    queue_ms = RLC_BUFFER_BYTES * 8 / (served * 1e6) * 1e3
+
     return Physics(
         rsrp_dbm_all=rsrp_all, serving=serving, rsrp_dbm=rsrp, second_gap_db=gap,
         sinr_db=sinr_db, sinr_eff_db=sinr_eff, dl_cap_mbps=dl_cap, ul_sinr_db=ul_sinr,
         ul_cap_mbps=ul_cap, dl_demand=dl_demand, cell_load=cell_load, cell_n=cell_n,
         dl_share=dl_share, ul_demand=ul_demand, ul_cell_load=ul_cell_load, ul_share=ul_share,
+        path_ms=path_ms, queue_ms=queue_ms,
     )

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import qmc
 
+from forge.db import ForgeError
 from forge.scenario import BANDWIDTHS_RB, CellConfig, Scenario, UeConfig, enb_positions
 
 FAMILIES = (
@@ -34,8 +35,14 @@ FAMILIES = (
 SCHEDULER_KEYS = ("pf", "rr", "pss", "cqa")
 TTT_MS = (40, 100, 256, 480, 1024)
 MAX_UES = 40
-GRIDS = {"tiny": 4, "small": 24, "default": 1200}
+GRIDS = {"tiny": 4, "small": 24, "default": 1200, "handover": 120}
+# Seeds of the handover grid start here, so they never collide with the default grid's.
+HANDOVER_SEED_BASE = 500_000_000
 _DIMS = 11
+
+
+class GridError(ForgeError):
+    """A --grid that names no grid, or a grid file with an invalid scenario."""
 
 
 def split_of(seed: int, heldout_fraction: float = 0.2) -> str:
@@ -49,13 +56,21 @@ def rough_cell_capacity_mbps(bandwidth_rbs: int) -> float:
     return bandwidth_rbs * 180e3 * 2.5 / 1e6
 
 
-def sample_scenario(seed: int, u: np.ndarray | None = None) -> Scenario:
-    """One scenario from a point `u` of the unit hypercube (or from the seed alone)."""
+def sample_scenario(seed: int, u: np.ndarray | None = None, handover: bool = False) -> Scenario:
+    """One scenario from a point `u` of the unit hypercube (or from the seed alone).
+
+    `handover=True` samples the mobility corner of the space that 2-second runs barely reach:
+    small cells, fast walkers near cell borders, low hysteresis/time-to-trigger and 8-second
+    runs, so that handovers (and ping-pong) actually happen in the corpus.
+    """
     rng = np.random.default_rng(seed)
     if u is None:
         u = rng.random(_DIMS)
     n_cells = 1 + min(int(u[0] * 7), 6)
     isd = 200.0 * (1500.0 / 200.0) ** u[1]
+    if handover:
+        n_cells = max(n_cells, 2)
+        isd = 200.0 * (700.0 / 200.0) ** u[1]
     base_power = 20.0 + 26.0 * u[2]
     base_bw = BANDWIDTHS_RB[min(int(u[3] * 6), 5)]
     base_sched = SCHEDULER_KEYS[min(int(u[4] * 4), 3)]
@@ -66,6 +81,9 @@ def sample_scenario(seed: int, u: np.ndarray | None = None) -> Scenario:
     hysteresis = round(float(rng.uniform(0.0, 6.0)) * 2) / 2
     ttt = int(rng.choice(TTT_MS))
     mobile_frac = 0.7 if family == "mobility" else 0.15 * u[9]
+    if handover:
+        family, ho_on, mobile_frac = "mobility", u[8] > 0.1, 0.8
+        hysteresis, ttt = min(hysteresis, 3.0), min(ttt, 256)
     edge_frac = 0.6 if family == "edge_offload" else 0.3 * u[10]
 
     cells = []
@@ -76,11 +94,11 @@ def sample_scenario(seed: int, u: np.ndarray | None = None) -> Scenario:
         if family == "coverage_hole" and i == n_cells - 1:
             power = float(max(0.0, base_power - 20 - 10 * rng.random()))
         active = not (n_cells > 2 and rng.random() < 0.08)
-        cells.append(CellConfig(
+        cells.append(CellConfig.model_validate(dict(
             tx_power_dbm=round(power, 1), bandwidth_rbs=bw, scheduler=sched, active=active,
             ho_algorithm="a3_rsrp" if ho_on else "none", ho_hysteresis_db=hysteresis,
             ho_ttt_ms=ttt,
-        ))
+        )))
     if not any(c.active for c in cells):
         cells[0] = cells[0].model_copy(update={"active": True})
 
@@ -113,37 +131,41 @@ def sample_scenario(seed: int, u: np.ndarray | None = None) -> Scenario:
             qci = int(rng.choice([1, 2, 3, 4, 5, 7, 8, 9]))
         else:
             qci = 9 if rng.random() < 0.8 else int(rng.choice([1, 3, 5, 7]))
-        ues.append(UeConfig(
+        ues.append(UeConfig.model_validate(dict(
             x_m=round(x, 1), y_m=round(y, 1),
             mobility="random_walk" if mobile else "static",
-            speed_mps=round(float(rng.uniform(1.0, 30.0)), 1) if mobile else 0.0,
+            speed_mps=round(float(rng.uniform(10.0, 40.0) if handover
+                                  else rng.uniform(1.0, 30.0)), 1) if mobile else 0.0,
             dl_rate_mbps=round(dl, 3), ul_rate_mbps=round(ul, 3), packet_size_bytes=size,
             qci=qci, server="edge" if rng.random() < edge_frac else "cloud",
-        ))
-    return Scenario(
+        )))
+    return Scenario.model_validate(dict(
         seed=seed, family=family, layout=layout, isd_m=round(isd, 1), cells=cells, ues=ues,
         edge_delay_ms=round(float(rng.uniform(1.0, 5.0)), 2),
         cloud_delay_ms=round(float(rng.uniform(20.0, 60.0)), 1),
         # Mobility needs longer runs for UEs to cross cell borders; others settle within 2 s.
-        sim_time_s=4.0 if family == "mobility" else 2.0, app_start_s=0.3, rng_run=1,
-    )
+        sim_time_s=8.0 if handover else 4.0 if family == "mobility" else 2.0, app_start_s=0.3,
+        rng_run=1,
+    ))
 
 
-def sample_grid(n: int, seed: int = 0) -> list[Scenario]:
-    """n scenarios on a Latin hypercube; scenario k gets seed `seed * 1_000_000 + k`."""
+def sample_grid(n: int, seed: int = 0, handover: bool = False) -> list[Scenario]:
+    """n scenarios on a Latin hypercube; scenario k gets seed `seed * 1_000_000 + k` (plus
+    HANDOVER_SEED_BASE for the handover grid)."""
     if n <= 0:
         return []
     pts = qmc.LatinHypercube(d=_DIMS, seed=seed).random(n)
-    return [sample_scenario(seed * 1_000_000 + k, pts[k]) for k in range(n)]
+    base = seed * 1_000_000 + (HANDOVER_SEED_BASE if handover else 0)
+    return [sample_scenario(base + k, pts[k], handover=handover) for k in range(n)]
 
 
 def load_grid(spec: str, n: int | None = None, seed: int = 0) -> list[Scenario]:
     """A named grid (tiny/small/default), or a JSONL file with one Scenario per line."""
     if spec in GRIDS:
-        return sample_grid(n if n is not None else GRIDS[spec], seed)
+        return sample_grid(n if n is not None else GRIDS[spec], seed, handover=spec == "handover")
     path = Path(spec)
     if not path.exists():
-        raise FileNotFoundError(
+        raise GridError(
             f"--grid {spec!r} is neither one of {sorted(GRIDS)} nor an existing JSONL file"
         )
     out = []
@@ -152,7 +174,7 @@ def load_grid(spec: str, n: int | None = None, seed: int = 0) -> list[Scenario]:
             try:
                 out.append(Scenario.model_validate(json.loads(line)))
             except Exception as e:
-                raise ValueError(f"{path}:{lineno}: invalid scenario: {e}") from e
+                raise GridError(f"{path}:{lineno}: invalid scenario: {e}") from e
     return out[:n] if n is not None else out
 
 

@@ -97,7 +97,7 @@ class _Worker:
             self.kill()
             return "timeout", f"no result after {timeout:.0f} s"
         try:
-            return self.conn.recv()  # type: ignore[no-any-return]
+            return self.conn.recv()  # type: ignore[no-any-return,unused-ignore]
         except (EOFError, ConnectionResetError):
             code = self.proc.exitcode if self.proc is not None else None
             self.kill()
