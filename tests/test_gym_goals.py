@@ -1,0 +1,79 @@
+import pytest
+from pydantic import TypeAdapter, ValidationError
+
+from forge.gym.closed_form import ClosedFormModel
+from forge.gym.env import CachedModel
+from forge.gym.goals import AnswerGoal, TaskGoal, evaluate, goal_problems, match_answer
+from forge.gym.trajectory import difficulty_of
+from tests.test_gym_env import small_scenario
+
+GOAL = TypeAdapter(TaskGoal)
+VIEW = CachedModel(ClosedFormModel()).view(small_scenario())[1]
+
+
+def g(obj):
+    return GOAL.validate_python(obj)
+
+
+def test_conditions_and_combinators():
+    thr = VIEW.ues[3]["dl_throughput_mbps"]
+    assert evaluate(g({"target": "ue:3", "metric": "dl_throughput_mbps", "op": ">=",
+                       "value": thr - 0.1}), VIEW).holds
+    assert not evaluate(g({"target": "ue:3", "metric": "dl_throughput_mbps", "op": ">",
+                           "value": thr + 0.1}), VIEW).holds
+    yes = {"metric": "n_ues", "op": "==", "value": 5}
+    no = {"metric": "n_ues", "op": "<", "value": 5}
+    assert evaluate(g({"all": [yes, {"any": [no, yes]}]}), VIEW).holds
+    assert not evaluate(g({"all": [yes, no]}), VIEW).holds
+    assert evaluate(g({"not": no}), VIEW).holds
+    r = evaluate(g({"target": "ue:*", "metric": "rsrp_dbm", "op": ">", "value": -200}), VIEW)
+    assert r.holds and len(r.conditions) == 5
+    assert evaluate(g({"target": "cell:*", "metric": "active", "op": "==", "value": 1}),
+                    VIEW).holds
+    assert evaluate(g({"target": "qci:1", "metric": "n_ues", "op": "==", "value": 1}),
+                    VIEW).holds
+
+
+@pytest.mark.parametrize("bad", [
+    {"target": "ue:1", "metric": "prb_utilization", "op": ">=", "value": 1},
+    {"target": "antenna:1", "metric": "n_ues", "op": ">=", "value": 1},
+    {"metric": "n_ues", "op": "=>", "value": 1},
+    {"metric": "n_ues", "op": ">=", "value": 1, "extra": 1},
+    {"all": []},
+    {"answer": {"type": "number"}},
+    {"answer": {"type": "string", "ref": {"target": "ue:1", "metric": "cqi"}}},
+])
+def test_invalid_goals_are_rejected(bad):
+    with pytest.raises(ValidationError):
+        g(bad)
+
+
+def test_goal_problems_name_missing_entities():
+    assert goal_problems(g({"target": "cell:3", "metric": "n_ues", "op": ">", "value": 0}), 3,
+                         5) == ["cell:3 does not exist (3 cells)"]
+    assert goal_problems(g({"target": "ue:4", "metric": "cqi", "op": ">", "value": 0}), 3, 5) == []
+
+
+def test_answers():
+    thr = VIEW.ues[0]["dl_throughput_mbps"]
+    ref = g({"answer": {"type": "number", "ref": {"target": "ue:0",
+                                                  "metric": "dl_throughput_mbps"},
+                        "tol_rel": 0.05}})
+    assert isinstance(ref, AnswerGoal)
+    assert match_answer(ref, f"about <answer>{thr * 1.02:.3f}</answer>", VIEW).ok
+    assert match_answer(ref, f"<answer>{thr * 1.2:.3f}</answer>", VIEW).reason == \
+        "answer_mismatch"
+    assert match_answer(ref, f"{thr}", VIEW).reason == "answer_missing"
+    cell = g({"answer": {"type": "integer", "value": 2}})
+    assert match_answer(cell, "<answer>cell 2</answer>", VIEW).ok
+    assert not match_answer(cell, "<answer>1</answer>", VIEW).ok
+    b = g({"answer": {"type": "boolean", "value": True}})
+    assert match_answer(b, "<answer>Yes</answer>", VIEW).ok
+    lst = g({"answer": {"type": "list", "value": [3, 1]}})
+    assert match_answer(lst, "<answer>[1, 3]</answer>", VIEW).ok
+    assert not match_answer(lst, "<answer>1</answer>", VIEW).ok
+
+
+def test_difficulty_bands():
+    assert [difficulty_of(n) for n in (0, 3, 4, 7, 8, 20)] == ["L1", "L1", "L2", "L2", "L3",
+                                                                "L3"]
