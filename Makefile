@@ -37,7 +37,7 @@ lint: setup
 corpus: setup
 	$(PY) -m forge seed --grid default --workers 2 --no-import --db build/corpus.duckdb
 	$(PY) -m forge seed --grid handover --workers 2 --no-import --db build/corpus.duckdb
-	$(PY) -m forge seed --noise-floor 20 --noise-runs 4 --workers 2 --no-import \
+	$(PY) -m forge seed --noise-floor 16 --noise-runs 4 --workers 2 --no-import \
 	    --db build/corpus.duckdb --export corpora/ns3
 model: setup
 	$(PY) -m forge calibrate --db build/corpus.duckdb --no-import --out corpora/experiment_model

@@ -61,6 +61,8 @@ class ScenarioPrediction:
     uncertainty: per UE, the ensemble's spread: `dl_throughput_rel` and `delay_rel` are relative
         standard deviations (0.1 = 10 %).
     in_domain / domain_issues: whether the scenario lies where the model was calibrated.
+    physics: the closed-form quantities the prediction was built on (serving cell, RSRP from
+        every cell, capacities...), so that callers need not recompute them.
     """
 
     ues: list[dict[str, Any]]
@@ -68,6 +70,7 @@ class ScenarioPrediction:
     uncertainty: list[dict[str, float]]
     in_domain: bool
     domain_issues: list[str] = field(default_factory=list)
+    physics: Physics | None = None
 
     def max_uncertainty(self) -> float:
         return max((max(u.values()) for u in self.uncertainty), default=0.0)
@@ -105,6 +108,19 @@ class ExperimentModel:
         self.x_lo = np.asarray(meta["domain"]["x_lo"], dtype=np.float32)
         self.x_hi = np.asarray(meta["domain"]["x_hi"], dtype=np.float32)
         self.model_hash: str = meta.get("model_hash", "")
+        # The ensemble as stacked numpy weights: for the small batches of a gym step (one
+        # scenario, ~20 rows) a few numpy matmuls cost far less than torch's per-call overhead.
+        self._layers = self._stack(members)
+
+    @staticmethod
+    def _stack(members: list[_Net]) -> list[tuple[np.ndarray, np.ndarray]]:
+        per_member = [[m for m in net.modules() if isinstance(m, nn.Linear)] for net in members]
+        layers = []
+        for k in range(len(per_member[0])):
+            w = np.stack([lin[k].weight.detach().numpy().T for lin in per_member])
+            b = np.stack([lin[k].bias.detach().numpy() for lin in per_member])[:, None, :]
+            layers.append((np.ascontiguousarray(w, dtype=np.float32), b.astype(np.float32)))
+        return layers
 
     # -- persistence ---------------------------------------------------------------------------
     @classmethod
@@ -158,6 +174,16 @@ class ExperimentModel:
     # -- prediction ----------------------------------------------------------------------------
     def raw(self, x: np.ndarray) -> np.ndarray:
         """Ensemble outputs in target units: (members, rows, targets)."""
+        h = ((x - self.x_mean) / self.x_std).astype(np.float32)[None, :, :]
+        last = len(self._layers) - 1
+        for k, (w, b) in enumerate(self._layers):
+            h = h @ w + b
+            if k < last:
+                h = h / (1.0 + np.exp(-h))  # SiLU
+        return h * self.y_std + self.y_mean
+
+    def raw_torch(self, x: np.ndarray) -> np.ndarray:
+        """The same as `raw` through torch modules (reference for tests)."""
         xs = (x - self.x_mean) / self.x_std
         with torch.inference_mode():
             t = torch.from_numpy(np.ascontiguousarray(xs, dtype=np.float32))
@@ -212,7 +238,7 @@ class ExperimentModel:
                         "delay_rel": float(spread[i, 2] * ran / (ran + ph.path_ms[i]))})
         issues = self.domain_issues(scn, x)
         return ScenarioPrediction(ues=ues, cells=cell_aggregates(scn, ues), uncertainty=unc,
-                                  in_domain=not issues, domain_issues=issues)
+                                  in_domain=not issues, domain_issues=issues, physics=ph)
 
     def domain_issues(self, scn: Scenario, x: np.ndarray) -> list[str]:
         dom = self.meta["domain"]

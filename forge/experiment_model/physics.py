@@ -22,8 +22,12 @@ from forge.scenario import Scenario
 NOISE_FIGURE_DB = 9.0          # ns-3 LteUePhy default
 UE_TX_POWER_DBM = 10.0         # ns-3 LteUePhy default
 ENB_NOISE_FIGURE_DB = 5.0      # ns-3 LteEnbPhy default
-SE_MAX = 5.55                  # bit/s/Hz at the highest CQI of ns-3's AMC
-SNR_GAP_DB = 3.0               # gap to Shannon of a practical MCS ladder
+# ns-3's adaptive modulation and coding (LteAmc, PiroEW2010): the spectral efficiency is
+# log2(1 + SINR / gamma) with gamma = -ln(5 * BER) / 1.5 at BER 5e-5 (a 7.4 dB gap to Shannon),
+# then rounded down to the efficiency of the highest CQI that fits (TS 36.213 table 7.2.3-1).
+SNR_GAP_DB = 10 * np.log10(-np.log(5 * 0.00005) / 1.5)
+CQI_EFFICIENCY = np.array([0.0, 0.1523, 0.2344, 0.3770, 0.6016, 0.8770, 1.1758, 1.4766, 1.9141,
+                           2.4063, 2.7305, 3.3223, 3.9023, 4.5234, 5.1152, 5.5547])
 OVERHEAD = 0.75                # control region, reference signals, HARQ
 
 
@@ -64,9 +68,15 @@ def noise_per_re_dbm(nf_db: float = NOISE_FIGURE_DB) -> float:
     return -174.0 + 10 * np.log10(15e3) + nf_db
 
 
+def spectral_efficiency(sinr_db: np.ndarray) -> np.ndarray:
+    """bit/s/Hz of the CQI that ns-3's AMC would pick at this SINR (0 below CQI 1)."""
+    shannon = np.log2(1 + 10 ** ((np.asarray(sinr_db) - SNR_GAP_DB) / 10))
+    cqi = np.searchsorted(CQI_EFFICIENCY, shannon, side="right") - 1
+    return CQI_EFFICIENCY[np.clip(cqi, 0, len(CQI_EFFICIENCY) - 1)]
+
+
 def _capacity_mbps(sinr_db: np.ndarray, rbs: np.ndarray) -> np.ndarray:
-    se = np.log2(1 + 10 ** ((sinr_db - SNR_GAP_DB) / 10))
-    return np.minimum(se, SE_MAX) * rbs * 180e3 * OVERHEAD / 1e6
+    return spectral_efficiency(sinr_db) * rbs * 180e3 * OVERHEAD / 1e6
 
 
 def water_fill(demand: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:

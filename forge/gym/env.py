@@ -92,7 +92,7 @@ class CachedModel:
 
     def _put(self, scn: Scenario, pred: ScenarioPrediction
              ) -> tuple[ScenarioPrediction, K.KpiView]:
-        view = K.build_view(scn, pred.ues, physics.compute(scn), pred.in_domain,
+        view = K.build_view(scn, pred.ues, pred.physics or physics.compute(scn), pred.in_domain,
                             pred.domain_issues, pred.uncertainty)
         self._cache[scn.scenario_id] = (pred, view)
         if len(self._cache) > self.maxsize:

@@ -35,7 +35,7 @@ FAMILIES = (
 SCHEDULER_KEYS = ("pf", "rr", "pss", "cqa")
 TTT_MS = (40, 100, 256, 480, 1024)
 MAX_UES = 40
-GRIDS = {"tiny": 4, "small": 24, "default": 1200, "handover": 120}
+GRIDS = {"tiny": 4, "small": 24, "default": 1200, "handover": 80}
 # Seeds of the handover grid start here, so they never collide with the default grid's.
 HANDOVER_SEED_BASE = 500_000_000
 _DIMS = 11
