@@ -109,6 +109,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_calibrate)
 
+    from forge.synth.cli import add_config_args, cmd_generate, cmd_serve_teacher
+
+    p = sub.add_parser("generate", help="grow the pool of verified trajectories (Self-Instruct)",
+                       description="Propose tasks from the seed pool with a teacher, solve them "
+                       "in closed loop in the gym, verify and store them. A killed run started "
+                       "again with the same flags continues where it stopped. The OpenAI API key "
+                       "is read from $FORGE_OPENAI_API_KEY / $OPENAI_API_KEY, never a flag.")
+    add_config_args(p)
+    p.add_argument("--json", action="store_true", help="print the run's statistics as JSON")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("serve-teacher", help="serve the offline teacher as an OpenAI-compatible "
+                       "/v1/chat/completions endpoint",
+                       description="Serve the offline teacher over HTTP on localhost.")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--model", default="auto",
+                   help="Experiment Model: auto | experiment | closed-form (default: auto)")
+    p.add_argument("--latency", type=float, default=0.0,
+                   help="seconds added to every request (benchmarks; default: 0)")
+    p.add_argument("--error-rate", type=float, default=0.0,
+                   help="fraction of requests answered 429/503 (retry tests; default: 0)")
+    p.add_argument("--mistake-rate", type=float, default=0.03,
+                   help="planner's rate of wrong tool calls it then recovers from")
+    p.set_defaults(func=cmd_serve_teacher)
+
     p = sub.add_parser("schemas", help="regenerate schemas/*.json from the pydantic models",
                        description="Write the JSON Schemas of forge's contracts to schemas/.")
     p.set_defaults(func=cmd_schemas)
@@ -117,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except fdb.ForgeError as e:
+        # Bad input from the user: one clear line, no traceback.
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,1 @@
+"""Prefect flows of forge (thin wrappers over the library; see flows/forge_flow.py)."""

@@ -1,0 +1,511 @@
+"""The Self-Instruct loop: rounds of propose -> validate -> dedup -> solve -> verify -> store.
+
+Steps (distilabel-style: each says what it reads and writes):
+
+| step      | reads                                  | writes                          |
+|-----------|----------------------------------------|---------------------------------|
+| prepare   | corpora/seed_tasks, scenario pool      | scenarios, tasks (round 0)      |
+| propose   | tasks (seeds + verified generated)     | tasks, task_rejects             |
+| solve     | tasks without a trajectory             | trajectories (+ llm_calls)      |
+
+Resume: a run's id is a hash of the parameters that shape its output (seed, teacher, model,
+tasks per round...). Round r is proposed only if the store has no task or reject of (run, r);
+solving takes the tasks without any trajectory. Every row id is deterministic and inserts skip
+existing ids, so a killed run started again continues where it stopped, without duplicates.
+Seeds (round 0) are solved first, so the pool of verified examples starts from them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import multiprocessing as mp
+import os
+import random
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import duckdb
+
+from forge import db as fdb
+from forge.gym.env import CachedModel, Predictor
+from forge.scenario import Scenario
+from forge.synth import store
+from forge.synth.dedup import RougeIndex
+from forge.synth.scenarios import DEFAULT_SAMPLED, full_pool, scenario_pool
+from forge.synth.seeds import load_seeds
+from forge.synth.solve import SolveConfig, needs_retry, solve_async, solve_sync, to_row
+from forge.synth.validate import validate_proposals
+from forge.teacher.base import BudgetExhausted, GenParams, TeacherError
+from forge.teacher.prompts import proposal_prompt
+from verifiers import TrajectoryVerifier
+
+
+@dataclass
+class GenerateConfig:
+    """Parameters of `python -m forge generate` and the `forge/generate` deployment."""
+
+    rounds: int = field(default=2, metadata={"help": "Self-Instruct rounds to run."})
+    tasks_per_round: int = field(default=64, metadata={
+        "help": "Tasks to request from the teacher per round (before validation and dedup)."})
+    teacher: str = field(default="offline", metadata={
+        "help": "offline (embedded planner) or openai (any OpenAI-compatible endpoint)."})
+    concurrency: int = field(default=8, metadata={
+        "help": "openai: concurrent requests; offline: ignored (see workers)."})
+    workers: int = field(default=0, metadata={
+        "help": "Worker processes (0 = one per core, 1 = in-process): offline: solve and "
+                "verify; openai: verify (requests stay on one event loop)."})
+    db: str | None = field(default=None, metadata={
+        "help": "DuckDB store (default $FORGE_DB or ./forge.duckdb)."})
+    seed: int = field(default=0, metadata={"help": "Run seed: sampling of examples, prompts."})
+    model: str = field(default="auto", metadata={
+        "help": "Experiment Model: auto (trained model if shipped, else closed-form physics), "
+                "experiment, or closed-form."})
+    base_url: str | None = field(default=None, metadata={
+        "help": "openai: endpoint base URL (or $FORGE_OPENAI_BASE_URL / $OPENAI_BASE_URL)."})
+    llm_model: str | None = field(default=None, metadata={
+        "help": "openai: model name (or $FORGE_OPENAI_MODEL)."})
+    max_tokens_total: int | None = field(default=None, metadata={
+        "help": "openai: stop cleanly once this many tokens (prompt + completion) were used."})
+    native_tools: bool = field(default=False, metadata={
+        "help": "openai: also pass the catalogue as native tools (endpoint must support it)."})
+    examples_per_prompt: int = field(default=8, metadata={
+        "help": "In-context examples per proposal prompt (Self-Instruct: 8)."})
+    machine_examples: int = field(default=2, metadata={
+        "help": "Of those, machine-generated verified tasks when available (Self-Instruct: 2)."})
+    tasks_per_prompt: int = field(default=8, metadata={
+        "help": "New tasks asked for in one proposal prompt."})
+    scenarios_per_prompt: int = field(default=6, metadata={
+        "help": "Scenarios offered to the teacher in one proposal prompt."})
+    rouge_threshold: float = field(default=0.7, metadata={
+        "help": "Drop a proposal whose ROUGE-L F1 against any pool instruction is >= this."})
+    max_steps: int = field(default=24, metadata={"help": "Tool calls allowed per episode."})
+    max_attempts: int = field(default=2, metadata={
+        "help": "Attempts per task when one is rejected before verification."})
+    mistake_rate: float = field(default=0.03, metadata={
+        "help": "offline: per tool call, probability of a wrong call first (then recovered)."})
+    batch_size: int = field(default=64, metadata={
+        "help": "Tasks solved per stored batch (one transaction each)."})
+    n_sampled_scenarios: int = field(default=DEFAULT_SAMPLED, metadata={
+        "help": "Sampled scenarios added to the shipped corpus as the scenario pool."})
+    solve_seeds: bool = field(default=True, metadata={
+        "help": "Solve the seed tasks first (their verified trajectories join the pool)."})
+
+    def run_params(self) -> dict[str, Any]:
+        """What is recorded for the run: never secrets (there are none in this config - the
+        API key is read from the environment by the client only)."""
+        return asdict(self)
+
+    def run_id(self) -> str:
+        # Only what shapes the output: rounds can grow, concurrency/workers/db/batch may change.
+        keep = {k: v for k, v in asdict(self).items()
+                if k not in ("rounds", "concurrency", "workers", "db", "batch_size",
+                             "max_tokens_total")}
+        return "gen-" + store.hid(keep, n=16)
+
+
+@dataclass
+class GenerateReport:
+    gen_run_id: str
+    status: str
+    stats: dict[str, Any]
+
+    def summary(self) -> str:
+        s = self.stats
+        return (f"{self.gen_run_id}: {self.status}; tasks +{s.get('tasks_added', 0)}, "
+                f"trajectories +{s.get('trajectories_added', 0)} "
+                f"({s.get('verified_added', 0)} verified) in {s.get('elapsed_s', 0):.1f} s")
+
+
+# --- model and teacher -------------------------------------------------------------------------
+def load_model(kind: str = "auto") -> Predictor:
+    from forge.gym.closed_form import ClosedFormModel
+
+    if kind == "closed-form":
+        return ClosedFormModel()
+    from forge.experiment_model import ExperimentModel
+
+    try:
+        return ExperimentModel.load()
+    except fdb.ForgeError:
+        if kind == "experiment":
+            raise
+        print("note: no trained Experiment Model found; using the closed-form physics model "
+              "(recorded as model_hash closed-form-physics-v1)", file=sys.stderr)
+        return ClosedFormModel()
+
+
+# Per-process state of the offline solver workers (forked or in-process).
+_W: dict[str, Any] = {}
+
+
+def _worker_init(model_kind: str, n_sampled: int, offline_kw: dict[str, Any],
+                 solve_kw: dict[str, Any]) -> None:
+    from forge.teacher.offline import OfflineConfig, OfflineTeacher
+
+    model = CachedModel(load_model(model_kind), maxsize=20000)
+    pool = full_pool(n_sampled)
+    _W.update(model=model, pool=pool, verifier=TrajectoryVerifier(model),
+              teacher=OfflineTeacher(model, pool.get, OfflineConfig(**offline_kw)),
+              cfg=SolveConfig(**solve_kw))
+
+
+def _solve_offline(batch: list[tuple[dict[str, Any], str, int, str | None]]
+                   ) -> list[dict[str, Any]]:
+    """Solve tasks with the embedded teacher (runs in a worker process)."""
+    out = []
+    t: Any = _W["teacher"]
+    for task, scn_json, rnd, gen_run_id in batch:
+        scn = _W["pool"].get(task["scenario_id"]) or Scenario.model_validate_json(scn_json)
+        for attempt in range(_W["cfg"].max_attempts):
+            ep = solve_sync(task, scn, t.complete, _W["model"], _W["cfg"], attempt)
+            row = to_row(task, scn, ep, attempt, t.name, _W["model"], _W["verifier"], rnd,
+                         gen_run_id)
+            out.append(row)
+            if not needs_retry(row):
+                break
+    return out
+
+
+def _verify_row(args: tuple[Any, ...]) -> dict[str, Any]:
+    """Verify one episode and build its row (runs in a worker process)."""
+    task, scn_json, ep, attempt, teacher, rnd, gen_run_id = args
+    scn = _W["pool"].get(task["scenario_id"]) or Scenario.model_validate_json(scn_json)
+    return to_row(task, scn, ep, attempt, teacher, _W["model"], _W["verifier"], rnd,
+                  gen_run_id)
+
+
+def _complete_offline(req: tuple[list[dict[str, Any]], GenParams]) -> Any:
+    """One offline-teacher chat call in a worker process (proposal prompts)."""
+    return _W["teacher"].complete(*req)
+
+
+# --- the loop ----------------------------------------------------------------------------------
+class Generator:
+    def __init__(self, cfg: GenerateConfig, con: duckdb.DuckDBPyConnection | None = None,
+                 log: Any = None) -> None:
+        self.cfg = cfg
+        self.con = con or fdb.connect(cfg.db)
+        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        self.gen_run_id = cfg.run_id()
+        self.pool_full = scenario_pool(cfg.n_sampled_scenarios)
+        self.pool = full_pool(cfg.n_sampled_scenarios)
+        self.stats: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+        self._executor: ProcessPoolExecutor | None = None
+        self._teacher: Any = None
+        self._model: CachedModel | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.offline_kw: dict[str, Any] = {"mistake_rate": cfg.mistake_rate,
+                                           "max_steps": cfg.max_steps}
+        self.solve_kw = {"max_steps": cfg.max_steps, "max_attempts": cfg.max_attempts}
+
+    # -- resources -------------------------------------------------------------------------------
+    @property
+    def model(self) -> CachedModel:
+        if self._model is None:
+            self._model = CachedModel(load_model(self.cfg.model), maxsize=20000)
+        return self._model
+
+    @property
+    def teacher(self) -> Any:
+        if self._teacher is None:
+            if self.cfg.teacher == "offline":
+                from forge.teacher.offline import OfflineConfig, OfflineTeacher
+
+                self._teacher = OfflineTeacher(self.model, self.pool.get,
+                                               OfflineConfig(**self.offline_kw))
+            elif self.cfg.teacher == "openai":
+                from forge.teacher.openai_client import OpenAITeacher
+
+                self._teacher = OpenAITeacher.from_env(
+                    self.con, base_url=self.cfg.base_url, model=self.cfg.llm_model,
+                    concurrency=self.cfg.concurrency,
+                    max_tokens_total=self.cfg.max_tokens_total,
+                    native_tools=self.cfg.native_tools)
+            else:
+                raise TeacherError(f"unknown teacher {self.cfg.teacher!r} (offline | openai)")
+        return self._teacher
+
+    def _workers(self) -> int:
+        return self.cfg.workers or (os.cpu_count() or 1)
+
+    def executor(self) -> ProcessPoolExecutor | None:
+        if self.cfg.teacher != "offline" or self._workers() <= 1:
+            return None
+        if self._executor is None:
+            # fork: workers inherit the imported modules (fast start); they never touch DuckDB.
+            ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+            self._executor = ProcessPoolExecutor(
+                self._workers(), mp_context=ctx, initializer=_worker_init,
+                initargs=(self.cfg.model, self.cfg.n_sampled_scenarios, self.offline_kw,
+                          self.solve_kw))
+        return self._executor
+
+    def _verify_executor(self) -> ProcessPoolExecutor | None:
+        """Worker processes that verify OpenAI-path episodes (None: verify in-process)."""
+        if self._workers() <= 1:
+            return None
+        if self._executor is None:
+            ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+            self._executor = ProcessPoolExecutor(
+                self._workers(), mp_context=ctx, initializer=_worker_init,
+                initargs=(self.cfg.model, self.cfg.n_sampled_scenarios, self.offline_kw,
+                          self.solve_kw))
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(cancel_futures=True)
+            self._executor = None
+        if self._teacher is not None and hasattr(self._teacher, "flush"):
+            self._teacher.flush()
+        if self._loop is not None:
+            if self._teacher is not None and hasattr(self._teacher, "client"):
+                self._loop.run_until_complete(self._teacher.client.close())
+            self._loop.close()
+            self._loop = None
+
+    # -- steps -----------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Scenarios and seed tasks into the store (idempotent)."""
+        seeds = load_seeds()
+        with fdb.transaction(self.con):
+            store.insert_scenarios(self.con, [(t.scenario(), "seed_task") for t in seeds])
+            store.insert_scenarios(self.con, self.pool_full.values())
+            added = store.insert_tasks(self.con, [{
+                "task_id": store.task_id_of(t.instruction, t.scenario_id, t.goal_json()),
+                "instruction": t.instruction, "kind": t.kind, "difficulty": t.difficulty,
+                "scenario_id": t.scenario_id, "family": t.family, "goal": t.goal_json(),
+                "source": "seed", "pattern": t.pattern, "parent_tasks": [], "round": 0,
+                "teacher": None, "gen_run_id": None} for t in seeds])
+        self.stats["seed_tasks_added"] += added
+
+    def propose(self, rnd: int) -> int:
+        """Ask the teacher for new tasks; validate, dedup and store them with the rejects."""
+        if store.round_proposed(self.con, self.gen_run_id, rnd):
+            return 0
+        cfg = self.cfg
+        rng = random.Random(store.hid(self.gen_run_id, "propose", rnd))
+        seeds, gen = store.example_pool(self.con)
+        index = RougeIndex(cfg.rouge_threshold)
+        known: set[str] = set()
+        for tid, instr in store.all_instructions(self.con):
+            index.add(instr)
+            known.add(tid)
+        scn_ids = sorted(self.pool)
+        n_prompts = max(1, math.ceil(cfg.tasks_per_round / cfg.tasks_per_prompt))
+        prompts = []
+        for k in range(n_prompts):
+            n_machine = min(cfg.machine_examples, len(gen))
+            ex = rng.sample(gen, n_machine) + rng.sample(
+                seeds, min(len(seeds), cfg.examples_per_prompt - n_machine))
+            rng.shuffle(ex)
+            offered = rng.sample(scn_ids, min(cfg.scenarios_per_prompt, len(scn_ids)))
+            prompts.append((k, ex, proposal_prompt(
+                [{"instruction": e["instruction"], "kind": e["kind"],
+                  "difficulty": e["difficulty"], "family": e["family"], "goal": e["goal"],
+                  "pattern": e["pattern"] or None, "scenario_id": e["scenario_id"]} for e in ex],
+                [self._describe(s) for s in offered], cfg.tasks_per_prompt)))
+        completions = self._run_async(self._chat_many(
+            [(p, GenParams(temperature=1.0, max_tokens=4096,
+                           seed=int(store.hid(self.gen_run_id, rnd, k, n=8), 16)))
+             for k, _, p in prompts]))
+        tasks: list[dict[str, Any]] = []
+        rejects: list[dict[str, Any]] = []
+        for (k, ex, _), c in zip(prompts, completions, strict=True):
+            v = validate_proposals(c.text, c.finish_reason, pool=self.pool, index=index,
+                                   known_ids=known, rnd=rnd, teacher=self.teacher.name,
+                                   gen_run_id=self.gen_run_id,
+                                   parents=[e["task_id"] for e in ex], prompt_key=str(k))
+            tasks += v.tasks
+            rejects += v.rejects
+            for r, n in v.reasons.items():
+                self.reasons[f"propose/{r}"] += n
+        with fdb.transaction(self.con):
+            added = store.insert_tasks(self.con, tasks)
+            store.insert_rejects(self.con, rejects)
+        self.stats["tasks_added"] += added
+        self.stats["proposals_rejected"] += len(rejects)
+        return added
+
+    def _describe(self, sid: str) -> dict[str, Any]:
+        s = self.pool[sid]
+        return {"scenario_id": sid, "family": s.family, "n_cells": len(s.cells),
+                "n_ues": len(s.ues), "layout": s.layout}
+
+    def solve(self, where: str, params: list[Any], rnd: int) -> int:
+        """Solve tasks that have no trajectory yet, batch by batch (one transaction each)."""
+        todo = store.unsolved_tasks(self.con, where, params)
+        if self.cfg.teacher != "offline":
+            # One pool of `concurrency` episodes over the whole round: no barrier per batch,
+            # so the endpoint sees C requests in flight until the round's tail.
+            self._run_async(self._solve_stream(todo, rnd))
+            return len(todo)
+        for i in range(0, len(todo), self.cfg.batch_size):
+            batch = todo[i:i + self.cfg.batch_size]
+            self.write(self.solve_batch(batch, rnd))
+        return len(todo)
+
+    def solve_batch(self, batch: list[dict[str, Any]], rnd: int) -> list[dict[str, Any]]:
+        """Offline teacher: solve a batch in the worker processes (or in-process)."""
+        items = [self._item(t, rnd) for t in batch]
+        ex = self.executor()
+        if ex is None:
+            if not _W:
+                _worker_init(self.cfg.model, self.cfg.n_sampled_scenarios, self.offline_kw,
+                             self.solve_kw)
+            return _solve_offline(items)
+        n = self._workers()
+        chunk = max(1, math.ceil(len(items) / (2 * n)))
+        parts = [items[j:j + chunk] for j in range(0, len(items), chunk)]
+        return [r for rows in ex.map(_solve_offline, parts) for r in rows]
+
+    def _scenario_json(self, sid: str) -> str:
+        row = self.con.execute("SELECT scenario FROM scenarios WHERE scenario_id = ?",
+                               [sid]).fetchone()
+        if row is None:
+            raise fdb.ForgeError(f"task refers to unknown scenario {sid}")
+        return str(row[0])
+
+    def _item(self, t: dict[str, Any], rnd: int) -> tuple[dict[str, Any], str, int, str | None]:
+        scn_json = (self.pool[t["scenario_id"]].model_dump_json() if t["scenario_id"] in self.pool
+                    else self._scenario_json(t["scenario_id"]))
+        return t, scn_json, t["round"] or rnd, self.gen_run_id if t["round"] else None
+
+    async def _solve_stream(self, todo: list[dict[str, Any]], rnd: int) -> None:
+        """`concurrency` workers pull tasks from a queue; finished rows are written every
+        `batch_size` tasks (one transaction each) and on the way out, so a budget stop or a
+        crash keeps what finished."""
+        verifier = TrajectoryVerifier(self.model)
+        cfg = SolveConfig(**self.solve_kw)
+        queue: asyncio.Queue[tuple[dict[str, Any], str, int, str | None]] = asyncio.Queue()
+        for t in todo:
+            queue.put_nowait(self._item(t, rnd))
+        done: list[dict[str, Any]] = []
+        pending = 0
+        loop = asyncio.get_running_loop()
+        ex = self._verify_executor()
+
+        self.solve_started_at = time.monotonic()
+        self.queue_drained_at: float | None = None
+
+        async def worker() -> None:
+            nonlocal pending
+            while True:
+                if queue.empty():
+                    # From here on fewer than `concurrency` episodes are in flight (the tail).
+                    self.queue_drained_at = self.queue_drained_at or time.monotonic()
+                    return
+                task, scn_json, r, grid = queue.get_nowait()
+                scn = Scenario.model_validate_json(scn_json)
+                rows = []
+                for attempt in range(cfg.max_attempts):
+                    ep = await solve_async(task, scn, self.teacher.chat, self.model, cfg,
+                                           attempt)
+                    if ex is not None:
+                        # Verification replays the episode (CPU): off the event loop, so the
+                        # requests in flight keep being served.
+                        row = await loop.run_in_executor(
+                            ex, _verify_row, (task, scn_json, ep, attempt, self.teacher.name,
+                                              r, grid))
+                    else:
+                        row = to_row(task, scn, ep, attempt, self.teacher.name, self.model,
+                                     verifier, r, grid)
+                    rows.append(row)
+                    if not needs_retry(row):
+                        break
+                done.extend(rows)
+                pending += 1
+                if pending >= self.cfg.batch_size:
+                    self.write(done[:])
+                    done.clear()
+                    pending = 0
+
+        workers = [asyncio.create_task(worker()) for _ in range(max(1, self.cfg.concurrency))]
+        try:
+            results = await asyncio.gather(*workers, return_exceptions=True)
+        finally:
+            if done:
+                self.write(done[:])
+                done.clear()
+        for res in results:
+            if isinstance(res, BaseException):
+                raise res
+
+    async def _chat_many(self, reqs: list[tuple[list[dict[str, Any]], GenParams]]) -> list[Any]:
+        if self.cfg.teacher == "offline":
+            ex = self.executor()
+            if ex is not None:  # proposals are written in the workers too
+                return list(ex.map(_complete_offline, reqs))
+            return [self.teacher.complete(m, p) for m, p in reqs]
+        return list(await asyncio.gather(*(self.teacher.chat(m, p) for m, p in reqs)))
+
+    def _run_async(self, coro: Any) -> Any:
+        """Run a coroutine on the generator's one event loop: the HTTP client's connection
+        pool is bound to the loop it was created in, so every round must reuse it."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+            return self._loop.run_until_complete(coro)
+        # Called from inside a running loop (a notebook, an async flow): a private thread.
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            return ex.submit(asyncio.run, coro).result()
+
+    def write(self, rows: list[dict[str, Any]]) -> int:
+        if self._teacher is not None and hasattr(self._teacher, "flush"):
+            self._teacher.flush()  # the calls behind these rows are cached before they land
+        with fdb.transaction(self.con):
+            added = store.insert_trajectories(self.con, rows)
+        self.stats["trajectories_added"] += added
+        v = sum(1 for r in rows if r["status"] == "verified")
+        self.stats["verified_added"] += v
+        self.stats["error_recovery_verified"] += sum(
+            1 for r in rows if r["status"] == "verified" and r["error_recovery"])
+        for r in rows:
+            if r["status"] == "rejected":
+                self.reasons[f"solve/{r['reject_stage']}/{r['reject_reason']}"] += 1
+        return added
+
+    # -- run ---------------------------------------------------------------------------------------
+    def run(self) -> GenerateReport:
+        t0 = time.perf_counter()
+        store.start_run(self.con, self.gen_run_id, self.cfg.run_params())
+        status = "failed"
+        try:
+            if self.cfg.teacher == "openai":
+                self._run_async(self.teacher.preflight())
+            self.prepare()
+            if self.cfg.solve_seeds:
+                self.stats["seed_tasks_solved"] += self.solve("t.source = 'seed'", [], 0)
+            for rnd in range(1, self.cfg.rounds + 1):
+                self.propose(rnd)
+                self.stats[f"round_{rnd}_solved"] += self.solve(
+                    "t.gen_run_id = ? AND t.round = ?", [self.gen_run_id, rnd], rnd)
+                self.log(f"round {rnd}/{self.cfg.rounds}: {dict(self.stats)}")
+            status = "completed"
+        except BudgetExhausted as e:
+            self.log(f"stopping cleanly: {e}")
+            status = "budget_exhausted"
+        finally:
+            self.close()
+            stats = {**dict(self.stats), "reject_reasons": dict(self.reasons),
+                     "elapsed_s": round(time.perf_counter() - t0, 3)}
+            if self._teacher is not None and hasattr(self._teacher, "usage"):
+                stats["llm"] = self._teacher.usage()
+            store.finish_run(self.con, self.gen_run_id, status, stats)
+        return GenerateReport(self.gen_run_id, status, stats)
+
+
+def run_generate(cfg: GenerateConfig, con: duckdb.DuckDBPyConnection | None = None
+                 ) -> GenerateReport:
+    g = Generator(cfg, con)
+    return g.run()

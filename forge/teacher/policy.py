@@ -1,0 +1,805 @@
+"""The offline teacher's solver: a planner that explores with observe/compute tools, searches
+configure actions with `what_if` (beam search over one- and two-change plans), applies the best
+plan, re-measures and reports. QA tasks are answered with read-only tools or from the prompt.
+
+The planner is a generator: it yields assistant turns and receives the observation of each
+action (the parsed `<ans>` JSON), so the same code runs embedded (driven directly) and behind
+HTTP (driven by replaying a transcript, see `forge.teacher.offline`). Everything it knows comes
+from the prompt and the observations - it never peeks at the simulator state - and all its
+randomness comes from the `random.Random` it is given, so a transcript replays exactly.
+
+Realistic mistakes, at `mistake_rate` per tool call: a wrong argument name, a missing argument,
+an out-of-range index, a misspelt tool. The env answers with an error observation and the planner
+recovers by re-issuing the corrected call (an error-recovery sample). At `format_error_rate` per
+turn it emits a malformed turn (unclosed tag, text after the action) that the synthesis loop
+rejects at the parse stage.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+from forge.gym.tags import render_action
+from forge.scenario import BANDWIDTHS_RB
+from forge.teacher.prompts import SNAPSHOT_HEAD, criterion_of
+
+Obs = dict[str, Any]
+PolicyGen = Generator[str, Obs | None, str]
+
+TTT_STEPS = (40, 64, 80, 100, 128, 160, 256, 320, 480, 512, 640, 1024, 1280, 2560, 5120)
+SUMMARY_KEYS = ("n_cells", "n_active_cells", "n_ues", "dl_offered_mbps", "dl_throughput_mbps",
+                "ul_throughput_mbps", "mean_delay_ms", "min_dl_satisfaction", "sla_violations",
+                "total_power_w", "max_prb_utilization")
+LABEL = {"dl_throughput_mbps": "downlink throughput", "delay_ms": "end-to-end delay",
+         "prb_utilization": "PRB utilisation", "total_power_w": "total power draw",
+         "min_dl_satisfaction": "worst-UE satisfaction", "sla_violations": "SLA violations",
+         "max_prb_utilization": "highest PRB utilisation", "mean_delay_ms": "mean delay",
+         "dl_satisfaction": "satisfaction", "handovers": "handover count",
+         "total_handovers": "handover count", "sinr_db": "SINR", "power_w": "power draw",
+         "sla_ok": "SLA status", "mean_dl_satisfaction": "mean satisfaction"}
+
+
+@dataclass
+class PolicyConfig:
+    mistake_rate: float = field(default=0.03, metadata={
+        "help": "Probability that a tool call is first issued wrong (then recovered)."})
+    format_error_rate: float = field(default=0.01, metadata={
+        "help": "Probability per turn of a malformed turn (the attempt is rejected)."})
+    max_steps: int = field(default=24, metadata={"help": "Tool-call budget of one episode."})
+    beam_width: int = field(default=2, metadata={"help": "Beam width of the what_if search."})
+    max_candidates: int = field(default=4, metadata={
+        "help": "Configure candidates evaluated per search level."})
+
+
+# --- goal helpers -------------------------------------------------------------------------------
+def leaves(goal: dict[str, Any]) -> list[dict[str, Any]]:
+    if "all" in goal:
+        return [c for g in goal["all"] for c in leaves(g)]
+    if "any" in goal:
+        return [c for g in goal["any"] for c in leaves(g)]
+    if "not" in goal:
+        return []  # negated conditions are not steered towards
+    return [goal] if "metric" in goal else []
+
+
+def holds(v: float | None, op: str, t: float) -> bool:
+    if v is None:
+        return False
+    return {"<": v < t, "<=": v <= t, ">": v > t, ">=": v >= t,
+            "==": abs(v - t) < 1e-9, "!=": abs(v - t) >= 1e-9}[op]
+
+
+def direction(op: str) -> float:
+    return 1.0 if op in (">", ">=") else -1.0 if op in ("<", "<=") else 0.0
+
+
+def _num(x: Any) -> float | None:
+    if isinstance(x, bool):
+        return float(x)
+    return float(x) if isinstance(x, int | float) else None
+
+
+def fmt(x: Any) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, float):
+        return f"{x:g}"
+    return str(x)
+
+
+# --- reading a condition's value with the tools ------------------------------------------------
+def reader(cond: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The read-only call that measures a goal condition."""
+    kind, _, idx = cond["target"].partition(":")
+    m = cond["metric"]
+    if kind == "ue" and idx != "*":
+        return "get_ue_kpis", {"ue": int(idx)}
+    if kind == "ue":
+        agg = "min" if direction(cond["op"]) > 0 else "max"
+        return "aggregate_kpi", {"metric": m, "agg": agg}
+    if kind == "cell" and idx == "*":
+        return "get_network_load", {}
+    if kind == "cell":
+        c = int(idx)
+        if m == "power_w":
+            return "get_energy_consumption", {}
+        if m in ("tx_power_dbm", "bandwidth_rbs"):
+            return "get_cell_config", {"cell": c}
+        if m == "handovers":
+            return "get_handover_stats", {"cell": c}
+        return "get_cell_kpis", {"cell": c}
+    if kind == "qci":
+        q = int(idx)
+        if m in ("dl_throughput_mbps", "min_dl_satisfaction"):
+            return "aggregate_kpi", {"metric": "dl_satisfaction" if m != "dl_throughput_mbps"
+                                     else m, "agg": "min" if m != "dl_throughput_mbps"
+                                     else "sum", "qci": q}
+        return "get_slice_sla_status", {"qci": q}
+    if m in SUMMARY_KEYS:
+        return "get_network_summary", {}
+    if m == "total_handovers":
+        return "get_handover_stats", {}
+    if m == "p5_dl_throughput_mbps":
+        return "compute_percentile", {"metric": "dl_throughput_mbps", "p": 5}
+    agg_metric = {"max_delay_ms": ("delay_ms", "max"), "mean_loss_ratio": ("loss_ratio", "mean"),
+                  "mean_dl_satisfaction": ("dl_satisfaction", "mean")}.get(m)
+    if agg_metric:
+        return "aggregate_kpi", {"metric": agg_metric[0], "agg": agg_metric[1]}
+    return "get_network_summary", {}
+
+
+def extract(cond: dict[str, Any], tool: str, r: dict[str, Any] | None) -> float | None:
+    """The condition's value from the reader's result."""
+    if r is None:
+        return None
+    kind, _, idx = cond["target"].partition(":")
+    m = cond["metric"]
+    if tool in ("aggregate_kpi", "compute_percentile"):
+        return _num(r.get("value"))
+    if tool == "get_network_load":
+        vals = [c["prb_utilization"] for c in r["cells"] if c["active"]]
+        return max(vals) if vals else None
+    if tool == "get_energy_consumption":
+        if kind == "cell":
+            return next((_num(c["power_w"]) for c in r["cells"] if c["cell"] == int(idx)), None)
+        return _num(r.get("total_power_w"))
+    if tool == "get_handover_stats":
+        if kind == "cell":
+            return next((_num(c["handovers"]) for c in r["cells"] if c["cell"] == int(idx)),
+                        None)
+        return _num(r.get("total_handovers"))
+    if tool == "get_slice_sla_status":
+        s = r["slices"][0] if r.get("slices") else {}
+        key = {"sla_violations": "violations"}.get(m, m)
+        return _num(s.get(key))
+    return _num(r.get(m))
+
+
+def predicted(cond: dict[str, Any], wi: dict[str, Any], now: float | None,
+              offered: float | None, serving: int | None = None) -> float | None:
+    """A condition's value after a change, read from a what_if result (None if not covered).
+
+    what_if lists only the most affected UEs; for another UE the planner assumes its rate
+    scales like its serving cell's delivered throughput (capped at what it asks for)."""
+    kind, _, idx = cond["target"].partition(":")
+    m = cond["metric"]
+    if kind == "network" and m in wi["after"]:
+        return _num(wi["after"][m])
+    if kind == "cell" and idx != "*":
+        c = next((x for x in wi["cells"] if x["cell"] == int(idx)), None)
+        if c is None:
+            return None
+        if m == "prb_utilization":
+            return _num(c["prb_after"])
+        if m == "dl_throughput_mbps":
+            return _num(c["dl_throughput_after"])
+        return None
+    if kind == "cell":
+        return max((x["prb_after"] for x in wi["cells"]), default=None) if \
+            m == "prb_utilization" else None
+    if kind == "ue" and idx != "*":
+        u = next((x for x in wi["ues"] if x["ue"] == int(idx)), None)
+        if m in ("dl_throughput_mbps", "dl_satisfaction"):
+            thr = _num(u["dl_throughput_after"]) if u else (
+                now * offered if m == "dl_satisfaction" and now is not None and offered
+                else now)
+            if u is None and thr is not None and serving is not None:
+                c = next((x for x in wi["cells"] if x["cell"] == serving), None)
+                if c and c["dl_throughput_before"] > 0:
+                    thr *= c["dl_throughput_after"] / c["dl_throughput_before"]
+                    if offered:
+                        thr = min(thr, offered)
+            if thr is None:
+                return None
+            return thr / offered if m == "dl_satisfaction" and offered else thr
+        if m == "delay_ms":
+            return _num(u["delay_after"]) if u else now
+    return None
+
+
+# --- the planner ---------------------------------------------------------------------------------
+THINK = {
+    "measure": ["First I measure the KPI the goal is about.", "Start by reading the current value "
+                "of the target KPI.", "Let me see where the target KPI stands now.",
+                "Measure the baseline before touching anything."],
+    "constraint": ["Also check the network-wide side condition.", "Read the constraint's current "
+                   "value too.", "The goal has a second condition; measure it as well."],
+    "config": ["Look at the serving cell's configuration.", "Which radio settings does this cell "
+               "run with?", "Check the cell's power, bandwidth and scheduler."],
+    "measurements": ["Which other cells does this UE hear, and how strongly?", "Check the UE's "
+                     "measurement report for a better cell.", "Look for a stronger neighbour in "
+                     "the UE's measurements."],
+    "whatif": ["Predict what {c} would do before applying it.", "Evaluate {c} with the model.",
+               "What would {c} change? Ask the Experiment Model.", "Simulate {c} first."],
+    "apply": ["Apply the best plan: {c}.", "The search favours {c}; applying it.",
+              "Go ahead with {c}.", "{c} looks best on the predictions; apply it."],
+    "remeasure": ["Re-measure the target KPI after the change.", "Check the effect on the "
+                  "target KPI.", "Did it work? Measure again.", "Verify the result."],
+    "rollback": ["That made things worse; roll it back.", "Undo the last change, it did not "
+                 "help."],
+    "explore2": ["Tentatively apply {c} to look one step further.", "Try {c} and see what a "
+                 "second change could add."],
+    "undo_probe": ["Undo the probe change before deciding.", "Roll back the tentative change."],
+}
+
+
+class Planner:
+    def __init__(self, rng: random.Random, cfg: PolicyConfig) -> None:
+        self.rng = rng
+        self.cfg = cfg
+        self.steps = 0
+        # (condition, value now, offered rate) steered on when the goal's own KPI is not
+        # covered by what_if results (slice counters).
+        self.proxy: tuple[dict[str, Any], float | None, float | None] | None = None
+        self.focused = False
+        self.serving: int | None = None
+
+    # -- turn helpers ---------------------------------------------------------------------------
+    def think(self, key: str, **kw: str) -> str:
+        return self.rng.choice(THINK[key]).format(**kw)
+
+    def _mistake(self, tool: str, args: dict[str, Any]) -> dict[str, Any] | None:
+        """A plausible wrong version of a call, or None."""
+        kinds = ["typo"]
+        if args:
+            kinds += ["rename", "drop"]
+        if any(k in args for k in ("cell", "ue")):
+            kinds.append("range")
+        k = self.rng.choice(kinds)
+        if k == "typo":
+            bad = tool[:-1] if tool.endswith("s") else tool + "s"
+            return {"tool": bad, "args": args}
+        key = self.rng.choice(sorted(args))
+        if k == "rename":
+            new = dict(args)
+            new[f"{key}_id" if not key.endswith("_id") else "id"] = new.pop(key)
+            return {"tool": tool, "args": new}
+        if k == "drop":
+            return {"tool": tool, "args": {x: v for x, v in args.items() if x != key}}
+        idx_key = "ue" if "ue" in args else "cell"
+        return {"tool": tool, "args": {**args, idx_key: 63 if idx_key == "ue" else 6}}
+
+    def call(self, tool: str, args: dict[str, Any], thought: str
+             ) -> Generator[str, Obs | None, dict[str, Any] | None]:
+        """One tool call (maybe first issued wrong and recovered); its result or None."""
+        if self.rng.random() < self.cfg.format_error_rate:
+            bad = render_action(tool, args, thought)
+            yield (bad[:-len("</action>")] if self.rng.random() < 0.5
+                   else bad + "\nI will wait for the result.")
+            raise _Stop  # a malformed turn ends the attempt; the loop never answers it
+        if self.steps < self.cfg.max_steps - 2 and self.rng.random() < self.cfg.mistake_rate:
+            wrong = self._mistake(tool, args)
+            if wrong is not None:
+                self.steps += 1
+                obs = yield render_action(wrong["tool"], wrong["args"], thought)
+                if obs is not None and obs.get("ok") and obs.get("tool") == tool and \
+                        isinstance(obs.get("result"), dict):
+                    return obs.get("result")  # the "mistake" happened to be valid
+                err = (obs or {}).get("error") or {}
+                thought = (f"The call failed ({err.get('code', 'error')}: "
+                           f"{str(err.get('message', ''))[:120]}). "
+                           + self.rng.choice(["Fixing the call.", "Correcting it and retrying.",
+                                              "Let me issue it properly."]))
+        self.steps += 1
+        obs = yield render_action(tool, args, thought)
+        # Only the result of the call just made is used: a transcript written by someone else
+        # (or replayed with another seed) may answer a different call.
+        if obs is None or not obs.get("ok") or obs.get("tool") != tool or \
+                not isinstance(obs.get("result"), dict):
+            return None
+        return obs.get("result")
+
+    def budget(self, n: int) -> bool:
+        return self.steps + n <= self.cfg.max_steps
+
+    # -- QA ---------------------------------------------------------------------------------------
+    def qa(self, text: str) -> PolicyGen:
+        low = text.lower().split("put the final answer")[0]
+        if SNAPSHOT_HEAD.lower() in low:
+            return self._qa_snapshot(text, low)
+        if "in general" in low:  # concept questions are marked; entity questions never are
+            for pat, ans, why in CONCEPTS:
+                if re.search(pat, low):
+                    return self.rng.choice(why) + f" <answer>{ans}</answer>"
+        ue = _ids(r"\bue\s*#?(\d+)", low)
+        cell = _ids(r"\bcell\s*#?(\d+)", low)
+        qci = _ids(r"\bqci\s*(\d)", low)
+        if "busiest" in low and ("worst" in low or "lowest" in low):
+            r = yield from self.call("rank_busiest_cells", {"k": 3},
+                                     "Find the busiest cell first.")
+            if not r or not r["ranking"]:
+                return "I could not rank the cells. <answer>unknown</answer>"
+            c = r["ranking"][0]["cell"]
+            w = yield from self.call("rank_worst_ues", {"metric": "dl_throughput_mbps", "k": 3,
+                                                         "cell": c},
+                                     f"Now the worst UE served by cell {c}.")
+            if not w or not w["ranking"]:
+                return f"Cell {c} serves no UE. <answer>none</answer>"
+            u = w["ranking"][0]
+            return (f"Cell {c} is the busiest; its worst UE is UE {u['ue']} at "
+                    f"{fmt(u['value'])} Mbps. <answer>{u['ue']}</answer>")
+        if re.search(r"busiest|most loaded|highest (prb|load|utili)", low) and cell is None:
+            r = yield from self.call("rank_busiest_cells", {"k": 3},
+                                     self.rng.choice(["Rank the cells by PRB utilisation.",
+                                                      "Which cells carry the most load?"]))
+            top = r["ranking"][0] if r and r["ranking"] else None
+            if top is None:
+                return "No active cell reported. <answer>none</answer>"
+            return (f"Cell {top['cell']} is the busiest, at PRB utilisation "
+                    f"{fmt(top['prb_utilization'])}. <answer>{top['cell']}</answer>")
+        if re.search(r"worst|most starved|lowest satisfaction", low) and ue is None:
+            r = yield from self.call("rank_worst_ues", {"metric": "dl_satisfaction", "k": 3},
+                                     "Rank the UEs by satisfaction (delivered/offered).")
+            top = r["ranking"][0] if r and r["ranking"] else None
+            if top is None:
+                return "No UE reported. <answer>none</answer>"
+            return (f"UE {top['ue']} is the worst served, with satisfaction "
+                    f"{fmt(top['value'])}. <answer>{top['ue']}</answer>")
+        if re.search(r"how many", low) and re.search(r"sla|violat", low):
+            if qci is not None:
+                r = yield from self.call("get_slice_sla_status", {"qci": qci},
+                                         f"Read the SLA status of the QCI {qci} slice.")
+                v = r["slices"][0]["violations"] if r and r["slices"] else None
+            else:
+                r = yield from self.call("get_network_summary", {},
+                                         "The network summary counts SLA violations.")
+                v = r["sla_violations"] if r else None
+            return f"There are {fmt(v)} SLA violations. <answer>{fmt(v)}</answer>"
+        if re.search(r"how many ues", low) and cell is not None:
+            r = yield from self.call("get_cell_kpis", {"cell": cell},
+                                     f"Read cell {cell}'s KPIs.")
+            v = r["n_ues"] if r else None
+            return f"Cell {cell} serves {fmt(v)} UEs. <answer>{fmt(v)}</answer>"
+        if ue is not None and "sla" in low:
+            r = yield from self.call("check_sla", {"ue": ue}, f"Check UE {ue}'s SLA.")
+            res = r["results"][0] if r and r["results"] else None
+            if res is None:
+                return "The SLA check returned nothing. <answer>unknown</answer>"
+            because = ", ".join(res["reasons"]) or "all budgets are met"
+            return (f"UE {ue} {'meets' if res['ok'] else 'violates'} its SLA ({because}). "
+                    f"<answer>{'yes' if res['ok'] else 'no'}</answer>")
+        if ue is not None and re.search(r"serv(es|ing|ed)|which cell|attached", low):
+            r = yield from self.call("get_ue_kpis", {"ue": ue}, f"Read UE {ue}'s KPIs.")
+            v = r["serving_cell"] if r else None
+            return f"UE {ue} is served by cell {fmt(v)}. <answer>{fmt(v)}</answer>"
+        if ue is not None and "sinr" in low:
+            r = yield from self.call("get_radio_quality", {"ue": ue},
+                                     f"Read UE {ue}'s radio quality.")
+            v = r["sinr_db"] if r else None
+            return f"UE {ue} sees an SINR of {fmt(v)} dB. <answer>{fmt(v)}</answer>"
+        if ue is not None and re.search(r"delay|latency", low):
+            r = yield from self.call("get_ue_kpis", {"ue": ue}, f"Read UE {ue}'s KPIs.")
+            v = r["delay_ms"] if r else None
+            return f"UE {ue}'s end-to-end delay is {fmt(v)} ms. <answer>{fmt(v)}</answer>"
+        if ue is not None:
+            r = yield from self.call("get_ue_kpis", {"ue": ue}, f"Read UE {ue}'s KPIs.")
+            v = r["dl_throughput_mbps"] if r else None
+            return (f"UE {ue} currently gets {fmt(v)} Mbps downlink. "
+                    f"<answer>{fmt(v)}</answer>")
+        if cell is not None and re.search(r"power|energy", low):
+            r = yield from self.call("get_energy_consumption", {},
+                                     "Read the power model's per-cell figures.")
+            v = next((c["power_w"] for c in r["cells"] if c["cell"] == cell), None) if r \
+                else None
+            return f"Cell {cell} draws {fmt(v)} W. <answer>{fmt(v)}</answer>"
+        if cell is not None and re.search(r"utili|prb|load", low):
+            r = yield from self.call("get_cell_load", {"cell": cell}, f"Read cell {cell}'s load.")
+            v = r["prb_utilization"] if r else None
+            return (f"Cell {cell} runs at PRB utilisation {fmt(v)}. "
+                    f"<answer>{fmt(v)}</answer>")
+        if cell is not None:
+            r = yield from self.call("get_cell_kpis", {"cell": cell}, f"Read cell {cell}'s KPIs.")
+            v = r["dl_throughput_mbps"] if r else None
+            return f"Cell {cell} delivers {fmt(v)} Mbps. <answer>{fmt(v)}</answer>"
+        if re.search(r"power|energy", low):
+            r = yield from self.call("get_energy_consumption", {},
+                                     "Read the network's power draw.")
+            v = r["total_power_w"] if r else None
+            return f"The network draws {fmt(v)} W in total. <answer>{fmt(v)}</answer>"
+        r = yield from self.call("get_network_summary", {}, "Read the network summary.")
+        v = r["mean_delay_ms"] if r and "delay" in low else r["dl_throughput_mbps"] if r else None
+        return f"The network-wide figure is {fmt(v)}. <answer>{fmt(v)}</answer>"
+
+    def _qa_snapshot(self, text: str, low: str) -> str:
+        raw = text[text.lower().index(SNAPSHOT_HEAD.lower()) + len(SNAPSHOT_HEAD):]
+        raw = raw.split("\n\n")[0]
+        try:
+            snap = json.loads(raw)
+        except ValueError:
+            return "The snapshot is not readable. <answer>unknown</answer>"
+        cells = [c for c in snap.get("cells", []) if c.get("active", True)]
+        ues = snap.get("ues", [])
+        lead = self.rng.choice(["From the snapshot in the prompt,", "Reading the snapshot,",
+                                "The KPIs given above show that"])
+        if re.search(r"busiest|most loaded|highest", low):
+            c = max(cells, key=lambda x: (x["prb_utilization"], -x["cell"]))
+            return (f"{lead} cell {c['cell']} has the highest PRB utilisation "
+                    f"({fmt(c['prb_utilization'])}). <answer>{c['cell']}</answer>")
+        if "lowest" in low or "worst" in low:
+            u = min(ues, key=lambda x: (x["dl_throughput_mbps"], x["ue"]))
+            return (f"{lead} UE {u['ue']} has the lowest downlink throughput "
+                    f"({fmt(u['dl_throughput_mbps'])} Mbps). <answer>{u['ue']}</answer>")
+        if "overloaded" in low:
+            ids = [c["cell"] for c in cells if c["prb_utilization"] >= 0.9]
+            return (f"{lead} the cells at or above PRB utilisation 0.9 are "
+                    f"{', '.join(f'cell {i}' for i in ids) or 'none'}. "
+                    f"<answer>{', '.join(map(str, ids))}</answer>")
+        cid = _ids(r"\bcell\s*#?(\d+)", low.split(SNAPSHOT_HEAD.lower())[0])
+        c = next((x for x in cells if x["cell"] == cid), None)
+        if c is None:
+            return f"{lead} no such active cell is listed. <answer>none</answer>"
+        return f"{lead} cell {cid} serves {c['n_ues']} UEs. <answer>{c['n_ues']}</answer>"
+
+    # -- action -----------------------------------------------------------------------------------
+    def action(self, goal: dict[str, Any]) -> PolicyGen:
+        conds = leaves(goal)
+        if not conds:
+            return "The success criterion has no condition I can steer towards; no change made."
+        prim, others = conds[0], conds[1:]
+        # A focused operator reads less and tries the two most promising changes only; a
+        # thorough one explores and searches two-change plans (L2 vs L3 episodes).
+        self.focused = self.rng.random() < 0.45
+        tool, args = reader(prim)
+        r0 = yield from self.call(tool, args, self.think("measure"))
+        v0 = extract(prim, tool, r0)
+        offered = _num(r0.get("dl_offered_mbps")) if r0 and tool == "get_ue_kpis" else None
+        base_others = []
+        for c in others[:2]:
+            t2, a2 = reader(c)
+            r2 = yield from self.call(t2, a2, self.think("constraint"))
+            base_others.append(extract(c, t2, r2))
+        if holds(v0, prim["op"], prim["value"]) and all(
+                holds(v, c["op"], c["value"]) for v, c in zip(base_others, others, strict=False)):
+            return (f"The {LABEL.get(prim['metric'], prim['metric'])} is already "
+                    f"{fmt(v0)}, which meets the target of {fmt(prim['value'])}; no change is "
+                    f"needed.")
+        ctx = yield from self.explore(prim, r0)
+        self.serving = ctx.get("cell") if ctx.get("kind") == "ue" else None
+        cands = self.candidates(prim, ctx)[: 3 if self.focused else self.cfg.max_candidates]
+        scored = yield from self.score(cands, prim, others, v0, offered)
+        plan: list[dict[str, Any]] = []
+        if scored:
+            best = scored[0]
+            plan = [best[2]]
+            if not best[0] and not self.focused and self.budget(6) and len(scored) > 1:
+                two = yield from self.beam(scored[: self.cfg.beam_width], prim, others, offered,
+                                           ctx)
+                if two is not None and (two[0], two[1]) > (best[0], best[1]):
+                    plan = two[2]
+        applied: list[str] = []
+        for ch in plan:
+            r = yield from self.call(ch["tool"], ch["args"],
+                                     self.think("apply", c=_describe(ch)))
+            if r is not None:
+                applied.append(r["description"])
+        r1 = yield from self.call(tool, args, self.think("remeasure"))
+        v1 = extract(prim, tool, r1)
+        if applied and v0 is not None and v1 is not None and \
+                (v1 - v0) * direction(prim["op"]) < 0 and self.budget(2):
+            rb = yield from self.call("rollback", {}, self.think("rollback"))
+            if rb is not None:
+                applied.pop()
+                r1 = yield from self.call(tool, args, self.think("remeasure"))
+                v1 = extract(prim, tool, r1)
+        after_others = []
+        for c in others[:2]:
+            t2, a2 = reader(c)
+            r2 = yield from self.call(t2, a2, self.think("constraint"))
+            after_others.append(extract(c, t2, r2))
+        return self.report(prim, others, v0, v1, after_others, applied)
+
+    def explore(self, prim: dict[str, Any], r0: dict[str, Any] | None
+                ) -> Generator[str, Obs | None, dict[str, Any]]:
+        """Observe what the candidate generator needs (serving cell, neighbours, loads)."""
+        kind, _, idx = prim["target"].partition(":")
+        m = prim["metric"]
+        ctx: dict[str, Any] = {"kind": kind, "metric": m}
+        if kind == "ue" and idx != "*":
+            u = int(idx)
+            ctx["ue"] = u
+            ctx["cell"] = r0.get("serving_cell") if r0 else None
+            ctx["qci"] = r0.get("qci") if r0 else None
+            if m in ("delay_ms", "sla_ok"):
+                cfg = yield from self.call("get_ue_config", {"ue": u},
+                                           "Where does this UE's application run?")
+                ctx["server"] = cfg.get("server") if cfg else None
+            if m != "handovers":
+                meas = yield from self.call("get_ue_measurements", {"ue": u},
+                                            self.think("measurements"))
+                if meas:
+                    others = [c for c in meas["cells"] if c["active"] and
+                              c["cell"] != meas["serving_cell"] and c["rsrp_dbm"] is not None]
+                    if others:
+                        ctx["neighbor"] = max(others, key=lambda c: c["rsrp_dbm"])["cell"]
+        elif kind == "cell" and idx != "*":
+            ctx["cell"] = int(idx)
+        elif kind == "qci" and r0 and r0.get("slices") and r0["slices"][0]["violating_ues"]:
+            u = r0["slices"][0]["violating_ues"][0]
+            k = yield from self.call("get_ue_kpis", {"ue": u},
+                                     f"UE {u} violates the slice SLA; look at it.")
+            cfg = yield from self.call("get_ue_config", {"ue": u},
+                                       "Where does its application run?")
+            slow = bool(k and k.get("delay_ms") and k["delay_ms"] > 100)
+            ctx.update(kind="ue", ue=u, cell=k.get("serving_cell") if k else None,
+                       qci=int(idx), server=cfg.get("server") if cfg else None,
+                       metric="delay_ms" if slow else "dl_throughput_mbps")
+            # what_if does not report slice counters: steer on the violating UE instead.
+            pm = "delay_ms" if slow else "dl_throughput_mbps"
+            if k is not None:
+                self.proxy = ({"target": f"ue:{u}", "metric": pm,
+                               "op": "<=" if slow else ">=", "value": 0.0},
+                              _num(k.get(pm)), _num(k.get("dl_offered_mbps")))
+        elif m in ("total_power_w",) or (kind == "cell" and m == "power_w"):
+            load = yield from self.call("get_network_load", {},
+                                        "Which cells carry little traffic?")
+            if load:
+                act = [c for c in load["cells"] if c["active"]]
+                ctx["quiet"] = [c["cell"] for c in sorted(
+                    act, key=lambda c: (c["prb_utilization"], c["cell"]))][:3]
+                ctx["n_active"] = len(act)
+                for c in ctx["quiet"][:2]:
+                    if self.budget(10) and self.rng.random() < 0.6:
+                        yield from self.call("estimate_energy_saving", {"cell": c},
+                                             f"What would switching cell {c} off save?")
+        elif m in ("total_handovers", "handovers"):
+            hs = yield from self.call("get_handover_stats", {}, "Where do handovers happen?")
+            if hs and hs["cells"]:
+                ctx["cell"] = max(hs["cells"], key=lambda c: (c["handovers"], -c["cell"]))["cell"]
+        elif m in ("max_prb_utilization", "prb_utilization"):
+            r = yield from self.call("rank_busiest_cells", {"k": 2}, "Find the busiest cells.")
+            if r and r["ranking"]:
+                ctx["cell"] = r["ranking"][0]["cell"]
+                ctx["kind"], ctx["metric"] = "cell", "prb_utilization"
+        else:  # network-wide rate/delay/SLA or slice goals: work on the worst UE
+            metric = "delay_ms" if "delay" in m else "dl_satisfaction"
+            r = yield from self.call("rank_worst_ues", {"metric": metric, "k": 3},
+                                     "Which UEs suffer most?")
+            if r and r["ranking"]:
+                w = r["ranking"][0]
+                ctx.update(ue=w["ue"], cell=w["serving_cell"], kind="ue",
+                           metric="delay_ms" if metric == "delay_ms" else "dl_throughput_mbps")
+        if ctx.get("cell") is not None and self.budget(12):
+            cfg = yield from self.call("get_cell_config", {"cell": ctx["cell"]},
+                                       self.think("config"))
+            ctx["cell_cfg"] = cfg
+            if not self.focused and self.rng.random() < 0.35 and self.budget(14):
+                yield from self.call(self.rng.choice(["get_neighbors", "get_cell_radio_quality"]),
+                                     {"cell": ctx["cell"]}, "A little more context on this cell.")
+        if not self.focused and self.rng.random() < 0.25 and self.budget(14):
+            yield from self.call("get_alarms", {}, "Any alarms that point at the cause?")
+        return ctx
+
+    def candidates(self, prim: dict[str, Any], ctx: dict[str, Any]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        cell, cfg, m = ctx.get("cell"), ctx.get("cell_cfg") or {}, ctx.get("metric", "")
+        if ctx.get("quiet") is not None:
+            if ctx.get("n_active", 0) > 1:
+                out += [{"tool": "set_cell_state", "args": {"cell": c, "active": False}}
+                        for c in ctx["quiet"][:2]]
+            return out
+        bw = cfg.get("bandwidth_rbs")
+        p = cfg.get("tx_power_dbm")
+        if m in ("handovers", "total_handovers") and cell is not None:
+            hyst = float(cfg.get("ho_hysteresis_db", 3.0))
+            ttt = int(cfg.get("ho_ttt_ms", 256))
+            nxt = next((t for t in TTT_STEPS if t > ttt), None)
+            out.append({"tool": "set_handover_params",
+                        "args": {"cell": cell, "hysteresis_db": min(15.0, hyst + 3.0)}})
+            if nxt:
+                out.append({"tool": "set_handover_params", "args": {"cell": cell,
+                                                                    "ttt_ms": nxt}})
+            return out
+        if ctx.get("ue") is not None and ctx.get("server") == "cloud":
+            out.append({"tool": "set_ue_server", "args": {"ue": ctx["ue"], "server": "edge"}})
+        if cell is not None and bw in BANDWIDTHS_RB and bw != BANDWIDTHS_RB[-1]:
+            out.append({"tool": "set_bandwidth", "args": {
+                "cell": cell, "bandwidth_rbs": BANDWIDTHS_RB[BANDWIDTHS_RB.index(bw) + 1]}})
+        if ctx.get("kind") == "ue" and ctx.get("neighbor") is not None:
+            out.append({"tool": "force_handover", "args": {"ue": ctx["ue"],
+                                                           "target_cell": ctx["neighbor"]}})
+        if cell is not None and p is not None:
+            if ctx.get("kind") == "ue" and m != "delay_ms" and p < 46:
+                out.append({"tool": "set_tx_power", "args": {
+                    "cell": cell, "tx_power_dbm": round(min(46.0, p + 6.0), 1)}})
+            if ctx.get("kind") == "cell" and p >= 6:
+                out.append({"tool": "set_tx_power", "args": {
+                    "cell": cell, "tx_power_dbm": round(p - 6.0, 1)}})
+        if cell is not None and (ctx.get("kind") == "cell" or m == "delay_ms"):
+            f = self.rng.choice([0.5, 0.6, 0.7])
+            out.append({"tool": "graceful_degradation", "args": {"cell": cell, "factor": f}})
+        if cell is not None and bw in BANDWIDTHS_RB and bw < 50 and \
+                BANDWIDTHS_RB.index(bw) + 2 < len(BANDWIDTHS_RB):
+            out.append({"tool": "set_bandwidth", "args": {
+                "cell": cell, "bandwidth_rbs": BANDWIDTHS_RB[BANDWIDTHS_RB.index(bw) + 2]}})
+        if ctx.get("qci") in (1, 2, 3, 4) and cell is not None and \
+                cfg.get("scheduler") not in ("pss", "cqa"):
+            out.append({"tool": "set_scheduler", "args": {"cell": cell, "scheduler": "pss"}})
+        return out
+
+    def _value(self, wi: dict[str, Any], prim: dict[str, Any], others: list[dict[str, Any]],
+               now: float | None, offered: float | None) -> tuple[int, float]:
+        """(number of checkable conditions predicted to hold incl. all, progress)."""
+        v = predicted(prim, wi, now, offered, self.serving)
+        if v is None and self.proxy is not None:
+            pc, pnow, poff = self.proxy
+            pv = predicted(pc, wi, pnow, poff, self.serving)
+            prog = 0.0 if pv is None or pnow is None else \
+                (pv - pnow) * direction(pc["op"]) / max(abs(pnow), 1e-6)
+            return 0, prog
+        ok_all = holds(v, prim["op"], prim["value"])
+        for c in others:
+            pv = predicted(c, wi, None, None)
+            if pv is not None and not holds(pv, c["op"], c["value"]):
+                ok_all = False
+        prog = 0.0 if v is None or now is None else \
+            (v - now) * direction(prim["op"]) / max(abs(now), 1e-6)
+        return (1 if ok_all else 0), prog
+
+    def score(self, cands: list[dict[str, Any]], prim: dict[str, Any],
+              others: list[dict[str, Any]], v0: float | None, offered: float | None
+              ) -> Generator[str, Obs | None, list[tuple[int, float, dict[str, Any]]]]:
+        out = []
+        for c in cands:
+            if not self.budget(4):
+                break
+            wi = yield from self.call("what_if", {"change": c},
+                                      self.think("whatif", c=_describe(c)))
+            if wi is not None:
+                ok, prog = self._value(wi, prim, others, v0, offered)
+                out.append((ok, prog, c))
+        out.sort(key=lambda s: (-s[0], -s[1]))
+        return [s for s in out if s[0] or s[1] > 0]
+
+    def beam(self, beams: list[tuple[int, float, dict[str, Any]]], prim: dict[str, Any],
+             others: list[dict[str, Any]], offered: float | None, ctx: dict[str, Any]
+             ) -> Generator[str, Obs | None, tuple[int, float, list[dict[str, Any]]] | None]:
+        """Depth-2 beam search: apply each beam's change tentatively, what_if the follow-ups
+        on the changed network, roll back; return the best two-change plan."""
+        best: tuple[int, float, list[dict[str, Any]]] | None = None
+        for _ok1, prog1, first in beams:
+            if not self.budget(5):
+                break
+            r = yield from self.call(first["tool"], first["args"],
+                                     self.think("explore2", c=_describe(first)))
+            if r is None:
+                continue
+            # The tentative change moved the baseline: follow-ups are scored from there.
+            cfg = dict(ctx.get("cell_cfg") or {})
+            if first["tool"] == "set_bandwidth" and first["args"].get("cell") == ctx.get("cell"):
+                cfg["bandwidth_rbs"] = first["args"]["bandwidth_rbs"]
+            if first["tool"] == "set_tx_power" and first["args"].get("cell") == ctx.get("cell"):
+                cfg["tx_power_dbm"] = first["args"]["tx_power_dbm"]
+            nctx = {**ctx, "cell_cfg": cfg,
+                    "server": "edge" if first["tool"] == "set_ue_server" else ctx.get("server")}
+            if first["tool"] == "force_handover":
+                nctx.update(cell=first["args"]["target_cell"], neighbor=None, cell_cfg={})
+            follow = [c for c in self.candidates(prim, nctx) if c != first][:2]
+            for c in follow:
+                if not self.budget(4):
+                    break
+                wi = yield from self.call("what_if", {"change": c},
+                                          self.think("whatif", c=_describe(c)))
+                if wi is None:
+                    continue
+                # Progress is measured from the original baseline: prog1 plus the follow-up's.
+                now = _num(wi["before"].get(prim["metric"])) if prim["target"] == "network" \
+                    else None
+                ok, prog = self._value(wi, prim, others, now, offered)
+                cand = (ok, prog1 + max(prog, 0.0), [first, c])
+                if best is None or (cand[0], cand[1]) > (best[0], best[1]):
+                    best = cand
+            yield from self.call("rollback", {}, self.think("undo_probe"))
+        return best
+
+    def report(self, prim: dict[str, Any], others: list[dict[str, Any]], v0: float | None,
+               v1: float | None, after_others: list[float | None], applied: list[str]) -> str:
+        label = LABEL.get(prim["metric"], prim["metric"].replace("_", " "))
+        who = {"network": "the network"}.get(prim["target"], prim["target"].replace(":", " ")
+                                             .replace("ue ", "UE ").replace("cell *", "all cells"))
+        met = holds(v1, prim["op"], prim["value"]) and all(
+            holds(v, c["op"], c["value"]) for v, c in zip(after_others, others, strict=False))
+        if applied:
+            what = self.rng.choice(["I applied: ", "Change made: ", "Applied "]) + \
+                "; ".join(applied) + "."
+        else:
+            what = "None of the evaluated changes was predicted to help, so I changed nothing."
+        move = self.rng.choice([f"The {label} of {who} went from {fmt(v0)} to {fmt(v1)}.",
+                                f"For {who}, the {label} moved from {fmt(v0)} to {fmt(v1)}.",
+                                f"Measured {label} ({who}): {fmt(v0)} before, {fmt(v1)} after."])
+        side = ""
+        if others and after_others:
+            side = " " + "; ".join(
+                f"{LABEL.get(c['metric'], c['metric'])} is now {fmt(v)}"
+                for c, v in zip(others, after_others, strict=False)) + "."
+        verdict = (self.rng.choice(["The target is met.", "The goal holds now.",
+                                    "This meets the success criterion."]) if met else
+                   self.rng.choice([f"The target of {fmt(prim['value'])} is not reached.",
+                                    "The success criterion is still not met.",
+                                    "This falls short of the target."]))
+        return f"{what} {move}{side} {verdict}"
+
+
+class _Stop(Exception):
+    """Raised inside the generator after a malformed turn: the attempt ends there."""
+
+
+def _ids(pat: str, text: str) -> int | None:
+    m = re.search(pat, text)
+    return int(m.group(1)) if m else None
+
+
+def _describe(c: dict[str, Any]) -> str:
+    a = c["args"]
+    t = c["tool"]
+    if t == "set_bandwidth":
+        return f"widening cell {a['cell']} to {a['bandwidth_rbs']} RBs"
+    if t == "set_tx_power":
+        return f"setting cell {a['cell']} to {a['tx_power_dbm']} dBm"
+    if t == "force_handover":
+        return f"moving UE {a['ue']} to cell {a['target_cell']}"
+    if t == "set_ue_server":
+        return f"serving UE {a['ue']} from the {a['server']}"
+    if t == "graceful_degradation":
+        return f"scaling cell {a['cell']}'s non-GBR traffic by {a['factor']}"
+    if t == "set_cell_state":
+        return f"switching cell {a['cell']} {'on' if a['active'] else 'off'}"
+    if t == "set_handover_params":
+        return f"tuning cell {a['cell']}'s handover parameters"
+    if t == "set_scheduler":
+        return f"switching cell {a['cell']} to the {a['scheduler']} scheduler"
+    return t
+
+
+# Concept questions answered from knowledge (no tools). Explanations avoid numbers that the
+# question does not contain: the claims verifier checks every number of a final answer.
+CONCEPTS: list[tuple[str, str, list[str]]] = [
+    (r"hysteresis", "fewer", [
+        "A larger A3 hysteresis asks a neighbour to be clearly stronger before a handover "
+        "triggers, so borderline UEs stop bouncing between cells: fewer handovers, at the cost "
+        "of slower reaction.",
+        "Raising the hysteresis widens the margin a neighbour must exceed; ping-pong drops and "
+        "handovers become fewer, although late handovers get more likely."]),
+    (r"time.to.trigger|\bttt\b", "fewer", [
+        "A longer time-to-trigger requires the entry condition to hold for longer before a "
+        "handover, which filters out short fades: fewer handovers.",
+        "With a longer time-to-trigger, transient crossings no longer trigger; handovers "
+        "become fewer and ping-pong is suppressed."]),
+    (r"switch(ing)? .*off|sleep", "lower", [
+        "A sleeping cell draws its sleep power instead of its static active power, so the "
+        "network's total power becomes lower, while its UEs move to neighbours.",
+        "Switching a cell off removes its active consumption; total power goes lower but its "
+        "UEs load the remaining cells."]),
+    (r"edge", "lower", [
+        "Serving the application from the edge host shortens the core-to-server path, so the "
+        "end-to-end delay becomes lower.",
+        "The edge host sits next to the gateway, so moving the server there makes the delay "
+        "lower."]),
+    (r"bandwidth|resource blocks", "higher", [
+        "More resource blocks give the scheduler more spectrum per subframe: capacity gets "
+        "higher and PRB utilisation for the same traffic drops.",
+        "Widening the carrier raises the cell's capacity, so it becomes higher."]),
+    (r"gbr|guaranteed", "pss", [
+        "Of the schedulers available, the priority set scheduler honours guaranteed bit rates "
+        "first; pss is the usual choice (cqa too).",
+        "Use pss: it serves GBR bearers up to their guaranteed rate before sharing the rest."]),
+]
+
+
+def solve_gen(user_text: str, rng: random.Random, cfg: PolicyConfig) -> PolicyGen:
+    """The planner for one task prompt, as a generator of assistant turns. A prompt with a
+    success criterion is an action task, anything else a question."""
+    p = Planner(rng, cfg)
+    try:
+        goal = criterion_of(user_text)
+        if goal is not None:
+            return (yield from p.action(goal))
+        return (yield from p.qa(user_text))
+    except _Stop:
+        return ""

@@ -1,0 +1,199 @@
+"""The Self-Instruct loop end to end (offline teacher, in-process), bad teacher output, and a
+real kill -9 in the middle of a run followed by a resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from forge import db as fdb
+from forge.gym.trajectory import Trajectory
+from forge.synth.loop import GenerateConfig, Generator, run_generate
+from forge.teacher.base import Completion, GenParams
+from forge.teacher.prompts import is_proposal
+from verifiers import TrajectoryVerifier
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = {"model": "closed-form", "workers": 1, "n_sampled_scenarios": 48}
+
+
+def _counts(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    q = {
+        "seed_tasks": "SELECT count(*) FROM tasks WHERE source = 'seed'",
+        "gen_tasks": "SELECT count(*) FROM tasks WHERE source = 'generated'",
+        "verified": "SELECT count(*) FROM trajectories WHERE status = 'verified'",
+        "rejected": "SELECT count(*) FROM trajectories WHERE status = 'rejected'",
+        "recovery": "SELECT count(*) FROM trajectories WHERE status = 'verified' AND "
+                    "error_recovery",
+        "qa": "SELECT count(*) FROM trajectories WHERE status = 'verified' AND kind = 'qa'",
+        "action": "SELECT count(*) FROM trajectories WHERE status = 'verified' AND "
+                  "kind = 'action' AND difficulty IN ('L2', 'L3')",
+        "rejects": "SELECT count(*) FROM task_rejects",
+    }
+    return {k: con.execute(v).fetchone()[0] for k, v in q.items()}  # type: ignore[index]
+
+
+def test_small_run_grows_the_pool_and_rerun_adds_nothing(tmp_path: Path) -> None:
+    db = str(tmp_path / "f.duckdb")
+    cfg = GenerateConfig(rounds=2, tasks_per_round=24, db=db, **SMALL)  # type: ignore[arg-type]
+    rep = run_generate(cfg)
+    assert rep.status == "completed"
+    con = fdb.connect(db)
+    c = _counts(con)
+    assert c["seed_tasks"] >= 120 and c["gen_tasks"] >= 20
+    assert c["verified"] >= 100 and c["rejected"] > 0 and c["recovery"] > 0
+    assert c["qa"] > 20 and c["action"] > 20
+    # Generated tasks of round 2 were proposed from seeds and verified round-1 tasks.
+    parents = con.execute("SELECT parent_tasks FROM tasks WHERE round = 2").fetchall()
+    gen_ids = {r[0] for r in con.execute("SELECT task_id FROM tasks WHERE round = 1").fetchall()}
+    assert any(set(json.loads(p[0])) & gen_ids for p in parents)
+    # Stored verified trajectories are schema-valid and re-verify.
+    rows = con.execute("SELECT trajectory FROM trajectories WHERE status = 'verified' "
+                       "ORDER BY traj_id LIMIT 15").fetchall()
+    from forge.gym.closed_form import ClosedFormModel
+
+    v = TrajectoryVerifier(ClosedFormModel())
+    for (t,) in rows:
+        assert v.passed(v.verify(Trajectory.model_validate_json(t)))
+    # Rejected attempts keep their reason (and raw text when unparseable).
+    bad = con.execute("SELECT count(*) FROM trajectories WHERE status = 'rejected' AND "
+                      "(reject_stage IS NULL OR reject_reason IS NULL)").fetchone()
+    assert bad == (0,)
+    run = con.execute("SELECT status, params FROM generation_runs").fetchall()
+    assert run[0][0] == "completed" and json.loads(run[0][1])["rounds"] == 2
+    con.close()
+    rep2 = run_generate(cfg)
+    assert rep2.stats.get("tasks_added", 0) == 0 and rep2.stats.get("trajectories_added", 0) == 0
+
+
+class StubTeacher:
+    """Teacher output that is broken in every way the spec lists."""
+
+    name = "stub"
+
+    def __init__(self, scenario_id: str) -> None:
+        self.sid = scenario_id
+
+    async def chat(self, messages: list[dict[str, Any]], params: GenParams) -> Completion:
+        if is_proposal(messages):
+            goal = {"answer": {"type": "integer", "ref": {"target": "network",
+                                                          "metric": "n_ues"}}}
+            lines = [json.dumps({"instruction": text, "kind": "qa", "scenario_id": self.sid,
+                                 "goal": goal, "difficulty": "L1"}) for text in (
+                "GARBAGE: reply in a way nobody can parse please",
+                "UNKNOWN tool names are used to answer this question about UEs",
+                "LOOP forever on the same call instead of answering",
+                "LONG exploration: read every single UE before you answer",
+                "CUT off mid-sentence by the token limit of the endpoint")]
+            lines += ["{not json", json.dumps({"instruction": "Unknown scenario task here",
+                                               "kind": "qa", "scenario_id": "nope",
+                                               "goal": goal})]
+            return Completion("\n".join(lines), "stop")
+        user = messages[1]["content"]
+        n = sum(1 for m in messages if m["role"] == "assistant")
+        if user.startswith("GARBAGE"):
+            return Completion('Let me look. <action>{"tool": "get_network_summary", "args": '
+                              '{}</action>', "stop")
+        if user.startswith("UNKNOWN"):
+            if n == 0:
+                return Completion('<action>{"tool": "get_all_the_things", "args": {}}</action>')
+            return Completion("I could not find the tool. <answer>0</answer>")
+        if user.startswith("LOOP"):
+            return Completion('<action>{"tool": "get_network_summary", "args": {}}</action>')
+        if user.startswith("LONG"):
+            # Alternating calls: not a loop, but never an answer.
+            return Completion(f'<action>{{"tool": "get_ue_kpis", "args": {{"ue": {n % 2}}}}}'
+                              '</action>')
+        return Completion("The answer is", "length")
+
+
+def test_bad_teacher_output_is_recorded_not_raised(tmp_path: Path) -> None:
+    db = str(tmp_path / "bad.duckdb")
+    cfg = GenerateConfig(rounds=1, tasks_per_round=8, db=db, teacher="stub", max_steps=6,
+                         solve_seeds=False, **SMALL)  # type: ignore[arg-type]
+    g = Generator(cfg)
+    g._teacher = StubTeacher(sorted(g.pool)[0])
+    rep = g.run()
+    assert rep.status == "completed"
+    con = fdb.connect(db)
+    rows = dict(((r[0].split()[0], r[1]), r[2:]) for r in con.execute(
+        "SELECT t.instruction, x.attempt, x.status, x.reject_stage, x.reject_reason, "
+        "x.raw_text, x.n_failed_steps FROM trajectories x JOIN tasks t USING (task_id)"
+    ).fetchall())
+    assert rows[("GARBAGE:", 0)][1:3] == ("parse", "action_not_json")
+    assert rows[("GARBAGE:", 0)][3].startswith("Let me look.")
+    assert rows[("GARBAGE:", 1)][1] == "parse"   # retried once, kept both attempts
+    assert rows[("UNKNOWN", 0)][4] == 1          # an error observation, not a crash
+    assert rows[("LOOP", 0)][1:3] == ("budget", "loop")
+    assert rows[("LONG", 0)][1:3] == ("budget", "step_budget")
+    assert rows[("CUT", 0)][1:3] == ("parse", "truncated")
+    reasons = {r[0] for r in con.execute("SELECT reason FROM task_rejects").fetchall()}
+    assert {"not_json", "unknown_scenario"} <= reasons
+    raw = con.execute("SELECT raw_text FROM task_rejects WHERE reason = 'not_json'").fetchone()
+    assert raw == ("{not json",)
+
+
+def _state(db: str) -> tuple[set[tuple[str, str]], set[str], int]:
+    con = duckdb.connect(db, read_only=True)
+    try:
+        trajs = set(con.execute("SELECT traj_id, status FROM trajectories").fetchall())
+        tasks = {r[0] for r in con.execute("SELECT task_id FROM tasks").fetchall()}
+        dups = con.execute("SELECT count(*) - count(DISTINCT task_id || '/' || attempt) "
+                           "FROM trajectories").fetchone()[0]  # type: ignore[index]
+    finally:
+        con.close()
+    return trajs, tasks, dups
+
+
+def _cmd(db: str) -> list[str]:
+    return [sys.executable, "-m", "forge", "generate", "--rounds", "3", "--tasks-per-round",
+            "16", "--workers", "1", "--model", "closed-form", "--n-sampled-scenarios", "48",
+            "--batch-size", "16", "--db", db]
+
+
+def test_kill_and_resume_continues_without_duplicates(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    ref = str(tmp_path / "ref.duckdb")
+    subprocess.run(_cmd(ref), check=True, env=env, cwd=REPO, capture_output=True, timeout=300)
+    want = _state(ref)
+    db = str(tmp_path / "killed.duckdb")
+    for i, trigger in enumerate(("round 1/3", "round 2/3")):
+        p = subprocess.Popen(_cmd(db), env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
+        assert p.stderr is not None
+        for line in p.stderr:
+            if trigger in line:
+                break
+        # Kill -9 in the middle of the next round (proposing, solving or writing).
+        time.sleep(0.2 * i)
+        killed = p.poll() is None
+        if killed:
+            os.kill(p.pid, signal.SIGKILL)
+        p.wait(timeout=30)
+        if i == 0:
+            assert killed
+            partial = _state(db)
+            assert partial[0] < want[0]      # it really stopped early...
+            assert partial[0] <= want[0]     # ...and what it stored is what a full run stores
+            assert partial[2] == 0
+    subprocess.run(_cmd(db), check=True, env=env, cwd=REPO, capture_output=True, timeout=300)
+    got = _state(db)
+    assert got[2] == 0
+    assert got[0] == want[0] and got[1] == want[1]
+
+
+def test_cli_rejects_bad_flags(tmp_path: Path) -> None:
+    from forge.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["generate", "--rounds", "x"])
+    assert main(["generate", "--teacher", "nope", "--rounds", "0", "--db",
+                 str(tmp_path / "x.duckdb"), "--model", "closed-form"]) == 2

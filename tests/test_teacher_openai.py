@@ -1,0 +1,153 @@
+"""The OpenAI path for real over HTTP: `python -m forge serve-teacher` in a subprocess, the
+openai client with retries, the DuckDB call cache, the token budget, key hygiene and an
+unreachable endpoint."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import duckdb
+import httpx
+import pytest
+
+from forge import db as fdb
+from forge.synth.loop import GenerateConfig, Generator
+from forge.teacher.openai_client import OpenAITeacher, call_key
+
+REPO = Path(__file__).resolve().parents[1]
+SECRET = "sk-forge-test-SECRET-4242"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    port = free_port()
+    # 20 % of requests fail with 429/503: retries must make that invisible.
+    p = subprocess.Popen([sys.executable, "-m", "forge", "serve-teacher", "--port", str(port),
+                          "--model", "closed-form", "--error-rate", "0.2"],
+                         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("serve-teacher did not start")
+        yield url
+    finally:
+        p.kill()
+        p.wait(timeout=10)
+
+
+def _cfg(db: str, url: str, **kw: object) -> GenerateConfig:
+    base = {"rounds": 1, "tasks_per_round": 8, "db": db, "teacher": "openai", "base_url": url,
+            "concurrency": 8, "model": "closed-form", "n_sampled_scenarios": 48}
+    base.update(kw)
+    return GenerateConfig(**base)  # type: ignore[arg-type]
+
+
+def _dump(con: duckdb.DuckDBPyConnection) -> str:
+    out = []
+    for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall():
+        out.append(str(con.execute(f'SELECT * FROM "{t}"').fetchall()))
+    return "\n".join(out)
+
+
+def test_openai_path_over_http_with_cache_and_no_key_leak(
+        endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("FORGE_OPENAI_API_KEY", SECRET)
+    db = str(tmp_path / "o.duckdb")
+    g = Generator(_cfg(db, endpoint, solve_seeds=False))
+    rep = g.run()
+    assert rep.status == "completed", rep.stats
+    llm = rep.stats["llm"]
+    assert llm["calls"] > 20 and llm["prompt_tokens"] > 0
+    # Every injected 429/503 was retried (this is the module's first use of the endpoint).
+    injected = httpx.get(endpoint.removesuffix("/v1") + "/health").json()["errors_injected"]
+    assert injected >= 4 and llm["retries"] == injected
+    con = fdb.connect(db)
+    n_traj = con.execute("SELECT count(*) FROM trajectories WHERE status = 'verified' AND "
+                         "teacher LIKE 'openai:%'").fetchone()[0]  # type: ignore[index]
+    assert n_traj >= 3
+    calls = con.execute("SELECT count(*), min(latency_s), min(completion_tokens) "
+                        "FROM llm_calls").fetchone()
+    assert calls is not None and calls[0] == llm["calls"] and calls[1] > 0 and calls[2] > 0
+    # The key is nowhere: store, run parameters, logs.
+    assert SECRET not in _dump(con)
+    out, err = capfd.readouterr()
+    assert SECRET not in out + err
+    before = con.execute("SELECT traj_id, status FROM trajectories ORDER BY 1").fetchall()
+    # Forget the trajectories but keep the cache: a rerun pays nothing and redoes the same.
+    con.execute("DELETE FROM trajectories")
+    con.close()
+    g2 = Generator(_cfg(db, endpoint, solve_seeds=False))
+    rep2 = g2.run()
+    # Every solve call is a cache hit (the round's one proposal call is not repeated at all).
+    assert rep2.stats["llm"]["calls"] == 0
+    assert rep2.stats["llm"]["cache_hits"] == llm["calls"] - 1
+    con = fdb.connect(db)
+    assert con.execute("SELECT traj_id, status FROM trajectories ORDER BY 1").fetchall() == \
+        before
+    con.close()
+
+
+def test_budget_cap_stops_cleanly(endpoint: str, tmp_path: Path) -> None:
+    db = str(tmp_path / "b.duckdb")
+    rep = Generator(_cfg(db, endpoint, max_tokens_total=150_000)).run()
+    assert rep.status == "budget_exhausted"
+    con = fdb.connect(db)
+    assert con.execute("SELECT status FROM generation_runs").fetchone() == ("budget_exhausted",)
+    used = con.execute("SELECT sum(prompt_tokens + completion_tokens) FROM llm_calls"
+                       ).fetchone()[0]  # type: ignore[index]
+    # The cap stops new calls; calls already in flight (< concurrency) may finish.
+    assert 150_000 <= used < 150_000 + 8 * 40_000
+    assert con.execute("SELECT count(*) FROM trajectories").fetchone()[0] > 0  # type: ignore
+    con.close()
+
+
+def test_unreachable_endpoint_fails_early_with_a_clear_message(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from forge.__main__ import main
+
+    port = free_port()
+    t0 = time.time()
+    rc = main(["generate", "--teacher", "openai", "--base-url", f"http://127.0.0.1:{port}/v1",
+               "--db", str(tmp_path / "u.duckdb"), "--model", "closed-form"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "cannot reach the OpenAI-compatible endpoint" in err and "Traceback" not in err
+    assert time.time() - t0 < 30
+
+
+def test_native_tool_calls_become_action_turns() -> None:
+    t = OpenAITeacher(None, "http://127.0.0.1:1/v1", "m", "k", native_tools=True)
+    fn = SimpleNamespace(name="get_cell_load", arguments='{"cell": 2}')
+    msg = SimpleNamespace(content="Check the load.", tool_calls=[SimpleNamespace(function=fn)])
+    resp = SimpleNamespace(choices=[SimpleNamespace(message=msg, finish_reason="tool_calls")],
+                           usage=None)
+    c = t._completion(resp, [{"role": "user", "content": "x"}], 0.1)
+    assert c.text == 'Check the load.\n<action>{"tool": "get_cell_load", "args": {"cell": 2}}' \
+                     '</action>'
+    assert t.tools is not None and len(t.tools) == 42
+    # The cache key covers model, messages, every generation parameter and the tools.
+    k = call_key("m", [{"role": "user", "content": "x"}], {"temperature": 0.7}, None)
+    assert k != call_key("m", [{"role": "user", "content": "x"}], {"temperature": 0.8}, None)
+    assert k != call_key("m2", [{"role": "user", "content": "x"}], {"temperature": 0.7}, None)
+    assert k != call_key("m", [{"role": "user", "content": "x"}], {"temperature": 0.7}, [{}])
