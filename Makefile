@@ -14,12 +14,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# Main job, end to end on embedded defaults: a small real ns-3 sweep into ./forge.duckdb (on top of
-# the shipped corpus, which is imported first), then a calibration of the Experiment Model on it.
-# The shipped model in corpora/experiment_model/ is left alone: the demo writes to build/.
+# Main job, end to end on embedded defaults (about 5 minutes on 2 cores), all in ./forge.duckdb:
+# 1. a small real ns-3 sweep (on top of the shipped corpus, which is imported first);
+# 2. a calibration of the Experiment Model on it, written to build/experiment_model (the shipped
+#    model in corpora/experiment_model/, which the gym uses, is left alone);
+# 3. two Self-Instruct rounds with the offline teacher: tasks, closed-loop trajectories, verdicts;
+# 4. curation of the verified pool into a small training set under build/curated/.
 demo: setup
 	$(PY) -m forge seed --grid small --workers 2
 	$(PY) -m forge calibrate --out build/experiment_model
+	$(PY) -m forge generate --rounds 2 --tasks-per-round 128
+	$(PY) -m forge.curate --target 200 --allow-short
 
 # The test suite (includes real ns-3 runs; about 5-10 minutes on 2 cores).
 test: setup

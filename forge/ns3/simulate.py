@@ -79,6 +79,10 @@ def _set_defaults(ns: Any, scn: Scenario, workdir: Path) -> None:
     cfg = ns.Config
     ns.RngSeedManager.SetSeed(1)
     ns.RngSeedManager.SetRun(scn.rng_run)
+    # Random variables take stream numbers from a process-wide counter that Simulator.Destroy()
+    # does not reset: without this, a run's random draws (random access, walks, UL grants)
+    # would depend on how many runs the worker process did before it.
+    ns.RngSeedManager.ResetNextStreamIndex()
     cfg.SetDefault(
         "ns3::PhyStatsCalculator::DlRsrpSinrFilename",
         ns.StringValue(str(workdir / "DlRsrpSinrStats.txt")),
