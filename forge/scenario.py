@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 # ns-3 type names of the MAC schedulers we expose. PSS and CQA are the QoS-aware ones: they
 # honour the GBR of GBR bearers (QCI 1-4), which is how slices with guarantees are modelled.
@@ -97,6 +98,7 @@ class Scenario(BaseModel):
     sim_time_s: float = Field(2.0, ge=0.5, le=20.0, description="Simulated time (s).")
     app_start_s: float = Field(0.3, ge=0.05, le=5.0, description="Traffic starts (s).")
     rng_run: int = Field(1, ge=1, le=2**31 - 1, description="ns-3 RngRun.")
+    _id_cache: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
@@ -129,8 +131,21 @@ class Scenario(BaseModel):
 
     @property
     def scenario_id(self) -> str:
-        """Content hash: equal for two scenarios that ns-3 would simulate identically."""
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+        """Content hash: equal for two scenarios that ns-3 would simulate identically.
+
+        Cached: the gym and the verifiers ask for it thousands of times per second. Scenarios
+        are treated as immutable (every change goes through `model_copy(update=...)`, which
+        drops the cache below); nothing in forge mutates one in place.
+        """
+        if self._id_cache is None:
+            self._id_cache = hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+        return self._id_cache
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False
+                   ) -> Scenario:
+        copy = super().model_copy(update=update, deep=deep)
+        copy._id_cache = None
+        return copy
 
 
 def enb_positions(layout: str, n: int, isd_m: float) -> list[tuple[float, float]]:

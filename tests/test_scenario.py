@@ -84,3 +84,13 @@ def test_grid_file(tmp_path):
         load_grid(str(p))
     with pytest.raises(GridError, match="neither"):
         load_grid("no-such-grid")
+
+
+def test_cached_id_follows_copies():
+    a = _scn()
+    first = a.scenario_id
+    b = a.model_copy(update={"rng_run": 7})
+    assert b.scenario_id != first
+    assert a.scenario_id == first
+    c = a.model_copy(update={"cells": [CellConfig(tx_power_dbm=12)]})
+    assert c.scenario_id == Scenario.model_validate_json(c.model_dump_json()).scenario_id

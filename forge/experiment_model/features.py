@@ -78,31 +78,44 @@ def scenario_features(scn: Scenario) -> tuple[np.ndarray, physics.Physics]:
     ul_nbr = np.where(wsum > 0, (other * np.minimum(ph.ul_cell_load, 1.5)[None, :]).sum(1)
                       / np.maximum(wsum, 1e-30), 0.0)
     n_active = sum(c.active for c in cells)
-    rows = np.empty((n, len(FEATURES)), dtype=np.float32)
-    for i, u in enumerate(scn.ues):
-        c = cells[s[i]]
-        server_delay = scn.edge_delay_ms if u.server == "edge" else scn.cloud_delay_ms
-        pps = u.dl_rate_mbps * 1e6 / (8 * u.packet_size_bytes)
-        rows[i] = (
-            math.log(dl[i]), math.log(ul[i] + 0.01), float(ul[i] > 0),
-            ph.rsrp_dbm[i] / 100, ph.sinr_db[i] / 30, ph.sinr_eff_db[i] / 30,
-            min(ph.second_gap_db[i], 60.0) / 30,
-            math.log(ph.dl_cap_mbps[i] + 1e-3), math.log(ph.ul_cap_mbps[i] + 1e-3),
-            math.log(ph.dl_demand[i] + 1e-4), math.log(ph.ul_demand[i] + 1e-4),
-            math.log(ph.cell_load[s[i]] + 1e-4), math.log(ph.ul_cell_load[s[i]] + 1e-4),
-            math.log(ph.cell_n[s[i]]), ph.dl_share[i], ph.ul_share[i],
-            math.log(ph.dl_share[i] + 1e-4), math.log(ph.ul_share[i] + 1e-4),
-            *(float(c.scheduler == k) for k in SCHED_KEYS),
-            math.log(c.bandwidth_rbs) / math.log(100), c.tx_power_dbm / 46,
-            gbr[i], u.qci / 9, float(u.server == "edge"), math.log(server_delay + 1.0),
-            float(u.mobility == "random_walk"), u.speed_mps / 30,
-            float(c.ho_algorithm != "none"), c.ho_hysteresis_db / 15, c.ho_ttt_ms / 1024,
-            n_active / 7, scn.sim_time_s / 4, u.packet_size_bytes / 1472, math.log(pps + 1),
-            math.log(cell_gbr[s[i]] + 1e-4), math.log(cell_max[s[i]] + 1e-4),
-            math.log(cell_mean[s[i]] + 1e-4),
-            ph.dl_demand[i] / max(cell_max[s[i]], 1e-9), nbr_load[i], ul_nbr[i],
-            ph.ul_sinr_db[i] / 30, math.log(min(ph.queue_ms[i], 1e4)),
-        )
+    ues = scn.ues
+    ue_server_delay = np.array([scn.edge_delay_ms if u.server == "edge" else scn.cloud_delay_ms
+                                for u in ues])
+    pkt = np.array([u.packet_size_bytes for u in ues], dtype=float)
+    sched = np.array([[c.scheduler == k for k in SCHED_KEYS] for c in cells], dtype=float)[s]
+    rbs = np.array([c.bandwidth_rbs for c in cells], dtype=float)[s]
+    txp = np.array([c.tx_power_dbm for c in cells])[s]
+    ho_on = np.array([c.ho_algorithm != "none" for c in cells], dtype=float)[s]
+    hyst = np.array([c.ho_hysteresis_db for c in cells])[s]
+    ttt = np.array([c.ho_ttt_ms for c in cells], dtype=float)[s]
+    qci = np.array([u.qci for u in ues], dtype=float)
+    mobile = np.array([u.mobility == "random_walk" for u in ues], dtype=float)
+    speed = np.array([u.speed_mps for u in ues])
+    edge = np.array([u.server == "edge" for u in ues], dtype=float)
+    pps = dl * 1e6 / (8 * pkt)
+    log = np.log
+    # One column per FEATURES entry, in that order (vectorised over UEs: the gym calls this for
+    # every state it predicts).
+    cols = [
+        log(dl), log(ul + 0.01), (ul > 0).astype(float),
+        ph.rsrp_dbm / 100, ph.sinr_db / 30, ph.sinr_eff_db / 30,
+        np.minimum(ph.second_gap_db, 60.0) / 30,
+        log(ph.dl_cap_mbps + 1e-3), log(ph.ul_cap_mbps + 1e-3),
+        log(ph.dl_demand + 1e-4), log(ph.ul_demand + 1e-4),
+        log(ph.cell_load[s] + 1e-4), log(ph.ul_cell_load[s] + 1e-4),
+        log(ph.cell_n[s]), ph.dl_share, ph.ul_share,
+        log(ph.dl_share + 1e-4), log(ph.ul_share + 1e-4),
+        *sched.T,
+        log(rbs) / math.log(100), txp / 46,
+        gbr, qci / 9, edge, log(ue_server_delay + 1.0),
+        mobile, speed / 30,
+        ho_on, hyst / 15, ttt / 1024,
+        np.full(n, n_active / 7), np.full(n, scn.sim_time_s / 4), pkt / 1472, log(pps + 1),
+        log(cell_gbr[s] + 1e-4), log(cell_max[s] + 1e-4), log(cell_mean[s] + 1e-4),
+        ph.dl_demand / np.maximum(cell_max[s], 1e-9), nbr_load, ul_nbr,
+        ph.ul_sinr_db / 30, log(np.minimum(ph.queue_ms, 1e4)),
+    ]
+    rows = np.stack(cols, axis=1).astype(np.float32)
     return rows, ph
 
 
