@@ -38,10 +38,9 @@ lint: setup
 	$(VENV)/bin/ruff check forge verifiers flows train tests benchmarks
 	$(VENV)/bin/mypy forge
 
-# Rebuild the shipped artefacts from scratch (about 40 min on 2 cores).
+# Rebuild the shipped artefacts from scratch (about 25 min on 2 cores).
 corpus: setup
 	$(PY) -m forge seed --grid default --workers 2 --no-import --db build/corpus.duckdb
-	$(PY) -m forge seed --grid handover --workers 2 --no-import --db build/corpus.duckdb
 	$(PY) -m forge seed --noise-floor 16 --noise-runs 4 --workers 2 --no-import \
 	    --db build/corpus.duckdb --export corpora/ns3
 model: setup
