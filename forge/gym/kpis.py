@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from forge.experiment_model import physics
+from forge.ns3.sweep import cell_aggregates
 from forge.scenario import GBR_QCIS, Scenario
 
 # TS 36.213 Table 7.2.3-1 efficiencies (bit/s/Hz) for CQI 0..15 and SINR thresholds (dB) at
@@ -155,26 +156,18 @@ def build_view(scn: Scenario, ue_preds: list[dict[str, Any]], ph: physics.Physic
                uncertainty: list[dict[str, float]] | None = None) -> KpiView:
     """Assemble every derived KPI from per-UE predictions (model output or measured-with-noise)."""
     ues = [_ue_row(scn, i, p, ph) for i, p in enumerate(ue_preds)]
-    cells = []
+    # The measured-KPI aggregates are the corpus's own definition (ns3_cell_kpis); the gym adds
+    # configuration, PRB use, capacity, power and handovers on top.
+    cells = cell_aggregates(scn, ues)
     for c, cfg in enumerate(scn.cells):
         mine = [u for u in ues if u["serving_cell"] == c]
-        delays = [u["delay_ms"] for u in mine if u["delay_ms"] is not None]
-        sinrs = [u["sinr_db"] for u in mine if u["sinr_db"] is not None]
         prb = min(sum(u["dl_throughput_mbps"] / max(u["dl_capacity_mbps"], 1e-6) for u in mine),
                   1.0) if cfg.active else 0.0
         cap = (len(mine) / sum(1.0 / max(u["dl_capacity_mbps"], 1e-6) for u in mine)
                if mine else None)
-        cells.append({
-            "cell": c,
-            "active": cfg.active,
+        cells[c].update({
             "tx_power_dbm": cfg.tx_power_dbm,
             "bandwidth_rbs": cfg.bandwidth_rbs,
-            "n_ues": len(mine),
-            "dl_offered_mbps": sum(u["dl_offered_mbps"] for u in mine),
-            "dl_throughput_mbps": sum(u["dl_throughput_mbps"] for u in mine),
-            "ul_throughput_mbps": sum(u["ul_throughput_mbps"] for u in mine),
-            "mean_delay_ms": sum(delays) / len(delays) if delays else None,
-            "mean_sinr_db": sum(sinrs) / len(sinrs) if sinrs else None,
             "prb_utilization": prb,
             "dl_capacity_mbps": cap,
             "power_w": cell_power_w(cfg.active, cfg.tx_power_dbm, prb),
