@@ -235,22 +235,20 @@ class Generator:
         return self.cfg.workers or (os.cpu_count() or 1)
 
     def executor(self) -> ProcessPoolExecutor | None:
-        if self.cfg.teacher != "offline" or self._workers() <= 1:
+        """Worker processes that solve offline-teacher episodes (None: solve in-process)."""
+        if self.cfg.teacher != "offline":
             return None
-        if self._executor is None:
-            # fork: workers inherit the imported modules (fast start); they never touch DuckDB.
-            ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-            self._executor = ProcessPoolExecutor(
-                self._workers(), mp_context=ctx, initializer=_worker_init,
-                initargs=(self.cfg.model, self.cfg.n_sampled_scenarios, self.offline_kw,
-                          self.solve_kw))
-        return self._executor
+        return self._pool()
 
     def _verify_executor(self) -> ProcessPoolExecutor | None:
         """Worker processes that verify OpenAI-path episodes (None: verify in-process)."""
+        return self._pool()
+
+    def _pool(self) -> ProcessPoolExecutor | None:
         if self._workers() <= 1:
             return None
         if self._executor is None:
+            # fork: workers inherit the imported modules (fast start); they never touch DuckDB.
             ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
             self._executor = ProcessPoolExecutor(
                 self._workers(), mp_context=ctx, initializer=_worker_init,
