@@ -16,17 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 from forge.synth.loop import GenerateConfig, Generator
+from forge.teacher.serve import local_server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,21 +33,7 @@ def main() -> int:
     ap.add_argument("--tasks", type=int, default=256, help="tasks of the one generated round")
     ap.add_argument("--model", default="auto")
     args = ap.parse_args()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = subprocess.Popen([sys.executable, "-m", "forge", "serve-teacher", "--port", str(port),
-                            "--latency", str(args.latency), "--model", args.model],
-                           cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with local_server("--latency", str(args.latency), "--model", args.model) as url:
         db = str(Path(tempfile.mkdtemp(prefix="forge-bench-oai-")) / "b.duckdb")
         cfg = GenerateConfig(rounds=1, tasks_per_round=args.tasks, teacher="openai",
                              base_url=url, concurrency=args.concurrency, db=db,
@@ -81,9 +62,6 @@ def main() -> int:
         cpu = time.process_time() - cpu0
         usage = g.teacher.usage()
         g.close()
-    finally:
-        srv.kill()
-        srv.wait(timeout=10)
     ideal = args.concurrency / args.latency
     solve_rate = (calls_seed + calls_solve) / (t_seed + t_solve)
     print(json.dumps({

@@ -4,10 +4,7 @@ unreachable endpoint."""
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +17,7 @@ import pytest
 from forge import db as fdb
 from forge.synth.loop import GenerateConfig, Generator
 from forge.teacher.openai_client import OpenAITeacher, call_key
+from forge.teacher.serve import local_server
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "sk-forge-test-SECRET-4242"
@@ -33,26 +31,9 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    port = free_port()
     # 20 % of requests fail with 429/503: retries must make that invisible.
-    p = subprocess.Popen([sys.executable, "-m", "forge", "serve-teacher", "--port", str(port),
-                          "--model", "closed-form", "--error-rate", "0.2"],
-                         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("serve-teacher did not start")
+    with local_server("--model", "closed-form", "--error-rate", "0.2") as url:
         yield url
-    finally:
-        p.kill()
-        p.wait(timeout=10)
 
 
 def _cfg(db: str, url: str, **kw: object) -> GenerateConfig:

@@ -13,9 +13,16 @@ against C/L), `--error-rate` answers that fraction of requests, evenly spread, w
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import random
+import socket
+import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
@@ -97,3 +104,36 @@ def serve(host: str = "127.0.0.1", port: int = 8000, model: str = "auto",
                              OfflineConfig(mistake_rate=mistake_rate))
     app = create_app(teacher, latency_s, error_rate)
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@contextlib.contextmanager
+def local_server(*extra_args: str, startup_s: float = 30.0) -> Iterator[str]:
+    """Run `python -m forge serve-teacher` on a free localhost port in a subprocess; yield its
+    base URL (…/v1) once it answers, and kill it on exit. Tests and benchmarks use this to drive
+    the OpenAI path over real HTTP."""
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "forge", "serve-teacher", "--port", str(port), *extra_args],
+        cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + startup_s
+        while True:
+            try:
+                if httpx.get(f"{url}/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"serve-teacher did not start on port {port}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
