@@ -39,9 +39,9 @@ def _work(lines: list[bytes]) -> tuple[int, int, float]:
 def _init(args: argparse.Namespace) -> None:
     global _ARGS
     _ARGS = args
-    import torch
+    from forge.threads import one_thread_per_worker
 
-    torch.set_num_threads(1)  # one core per worker
+    one_thread_per_worker()
 
 
 def main() -> int:

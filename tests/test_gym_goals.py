@@ -77,3 +77,44 @@ def test_answers():
 def test_difficulty_bands():
     assert [difficulty_of(n) for n in (0, 3, 4, 7, 8, 20)] == ["L1", "L1", "L2", "L2", "L3",
                                                                 "L3"]
+
+
+def _with_spread(spreads):
+    """The closed-form view of the small scenario, with a given ensemble spread per UE."""
+    from forge.experiment_model import physics
+    from forge.gym import kpis as K
+
+    scn = small_scenario()
+    pred = ClosedFormModel().predict([scn])[0]
+    unc = [{"dl_throughput_rel": s, "delay_rel": s} for s in spreads]
+    return K.build_view(scn, pred.ues, physics.compute(scn), True, [], unc)
+
+
+def test_an_aggregate_is_as_uncertain_as_the_ues_that_decide_it():
+    base = _with_spread([0.0] * 5)
+    worst = min(range(5), key=lambda i: base.ues[i]["dl_satisfaction"])
+    other = next(i for i in range(5) if i != worst
+                 and base.ues[i]["dl_satisfaction"] > 2 * base.ues[worst]["dl_satisfaction"])
+    low = base.network["min_dl_satisfaction"]
+    goal = g({"target": "network", "metric": "min_dl_satisfaction", "op": ">=",
+              "value": round(0.8 * low, 6)})
+    # A wide spread on a UE far above the minimum cannot move the minimum below the threshold.
+    spreads = [0.0] * 5
+    spreads[other] = 0.2
+    r = evaluate(goal, _with_spread(spreads))
+    assert r.holds and r.certain
+    # The same spread on the UE that sets the minimum can.
+    spreads = [0.0] * 5
+    spreads[worst] = 0.2
+    r = evaluate(goal, _with_spread(spreads))
+    assert r.holds and not r.certain
+
+
+def test_sla_counts_inherit_the_delay_spread():
+    base = _with_spread([0.0] * 5)
+    n = base.network["sla_violations"]
+    goal = g({"target": "network", "metric": "sla_violations", "op": "<=", "value": n})
+    assert evaluate(goal, base).certain
+    # With a 60 % delay spread some UE's delay can cross its budget: the count is not certain.
+    r = evaluate(goal, _with_spread([0.6] * 5))
+    assert r.holds and not r.certain

@@ -119,7 +119,7 @@ class ExperimentModel:
         for k in range(len(per_member[0])):
             w = np.stack([lin[k].weight.detach().numpy().T for lin in per_member])
             b = np.stack([lin[k].bias.detach().numpy() for lin in per_member])[:, None, :]
-            layers.append((np.ascontiguousarray(w, dtype=np.float32), b.astype(np.float32)))
+            layers.append((np.ascontiguousarray(w, dtype=np.float64), b.astype(np.float64)))
         return layers
 
     # -- persistence ---------------------------------------------------------------------------
@@ -173,14 +173,22 @@ class ExperimentModel:
 
     # -- prediction ----------------------------------------------------------------------------
     def raw(self, x: np.ndarray) -> np.ndarray:
-        """Ensemble outputs in target units: (members, rows, targets)."""
-        h = ((x - self.x_mean) / self.x_std).astype(np.float32)[None, :, :]
+        """Ensemble outputs in target units: (members, rows, targets).
+
+        Computed in float64 (from the float32 weights, exactly widened) so that a prediction
+        does not depend on how it was computed: in float32, BLAS kernels chosen by batch size
+        and thread count changed outputs by up to 0.4 % (relative, on the ensemble spread),
+        enough to flip a replayed observation or a verdict near its threshold between the
+        solver's process and the verifier's. In float64 the differences are ~1e-11, for about
+        twice the cost of this (small) part of a prediction.
+        """
+        h = ((x - self.x_mean.astype(np.float64)) / self.x_std.astype(np.float64))[None, :, :]
         last = len(self._layers) - 1
         for k, (w, b) in enumerate(self._layers):
             h = h @ w + b
             if k < last:
                 h = h / (1.0 + np.exp(-h))  # SiLU
-        return h * self.y_std + self.y_mean
+        return h * self.y_std.astype(np.float64) + self.y_mean.astype(np.float64)
 
     def raw_torch(self, x: np.ndarray) -> np.ndarray:
         """The same as `raw` through torch modules (reference for tests)."""

@@ -14,8 +14,9 @@ Grammar (every node is a JSON object with exactly one of these shapes):
 Metrics per target are listed in `forge.gym.kpis` (UE_METRICS, CELL_METRICS, NETWORK_METRICS,
 QCI_METRICS); booleans count as 1/0. Conditions are evaluated on the model's noiseless prediction
 of a state. A condition is *uncertain* when the prediction lies outside the model's calibration
-domain, or when its margin to the threshold is within UNCERTAIN_K ensemble standard deviations
-(relative spread of throughput or delay of the UEs the metric depends on).
+domain, or when its verdict changes somewhere in the band of UNCERTAIN_K ensemble standard
+deviations: every UE's throughput and delay moved that far against the operator, then in its
+favour, with every aggregate recomputed (`KpiView.band`).
 """
 
 from __future__ import annotations
@@ -36,15 +37,6 @@ EQ_TOL = 1e-9
 
 _METRICS = {"network": K.NETWORK_METRICS, "cell": K.CELL_METRICS, "ue": K.UE_METRICS,
             "qci": K.QCI_METRICS}
-# Which ensemble spread a metric inherits (others: none, e.g. configuration or radio metrics).
-_SPREAD = {
-    "dl_throughput_mbps": "dl_throughput_rel", "ul_throughput_mbps": "dl_throughput_rel",
-    "dl_satisfaction": "dl_throughput_rel", "min_dl_satisfaction": "dl_throughput_rel",
-    "mean_dl_satisfaction": "dl_throughput_rel", "p5_dl_throughput_mbps": "dl_throughput_rel",
-    "prb_utilization": "dl_throughput_rel", "max_prb_utilization": "dl_throughput_rel",
-    "power_w": "dl_throughput_rel", "total_power_w": "dl_throughput_rel",
-    "delay_ms": "delay_rel", "mean_delay_ms": "delay_rel", "max_delay_ms": "delay_rel",
-}
 
 
 def _kind(target: str) -> str:
@@ -204,31 +196,17 @@ def lookup(view: K.KpiView, target: str, metric: str) -> float | None:
     return _num(q[metric])
 
 
-def _spread(view: K.KpiView, target: str, metric: str) -> float:
-    key = _SPREAD.get(metric)
-    if key is None or not view.uncertainty:
-        return 0.0
-    kind, _, idx = target.partition(":")
-    if kind == "ue":
-        ues = [int(idx)]
-    elif kind == "cell":
-        ues = [u["ue"] for u in view.ues if u["serving_cell"] == int(idx)]
-    elif kind == "qci":
-        ues = [u["ue"] for u in view.ues if u["qci"] == int(idx)]
-    else:
-        ues = list(range(len(view.ues)))
-    return max((view.uncertainty[u][key] for u in ues if u < len(view.uncertainty)),
-               default=0.0)
-
-
 def _condition(c: Condition, view: K.KpiView) -> ConditionResult:
     v = lookup(view, c.target, c.metric)
     if v is None or not math.isfinite(v):
         return ConditionResult(c.target, c.metric, c.op, c.value, v, False, view.in_domain)
     holds = _compare(v, c.op, c.value)
     margin = v - c.value
-    sigma = _spread(view, c.target, c.metric)
-    certain = view.in_domain and abs(margin) > UNCERTAIN_K * sigma * abs(v)
+    band = view.band(UNCERTAIN_K)
+    edges = [lookup(b, c.target, c.metric) for b in band] if band else []
+    certain = view.in_domain and all(
+        e is not None and math.isfinite(e) and _compare(e, c.op, c.value) == holds
+        for e in edges)
     return ConditionResult(c.target, c.metric, c.op, c.value, v, holds, certain, margin)
 
 

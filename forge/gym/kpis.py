@@ -111,6 +111,41 @@ class KpiView:
     in_domain: bool = True
     domain_issues: list[str] = field(default_factory=list)
     uncertainty: list[dict[str, float]] = field(default_factory=list)
+    # What the view was built from, kept so `band` can rebuild it with shifted UE KPIs.
+    source: tuple[Scenario, list[dict[str, Any]]] | None = field(default=None, repr=False)
+    _bands: dict[float, tuple[KpiView, KpiView]] = field(default_factory=dict, repr=False)
+
+    def band(self, k: float) -> tuple[KpiView, KpiView] | None:
+        """(pessimistic, optimistic) views: every UE's throughput and delay moved k ensemble
+        standard deviations (relative spread) against, then in favour of, the operator, and every
+        aggregate recomputed from them by the same rules. A verdict that agrees at both ends of
+        the band is one the model's uncertainty cannot overturn; for an aggregate (a minimum, a
+        cell's load, the power it draws, an SLA count) this is tighter and truer than scaling
+        the aggregate by its worst UE's spread. None when the prediction carries no spread."""
+        if self.source is None or not any(v for u in self.uncertainty for v in u.values()):
+            return None
+        if k not in self._bands:
+            scn, preds = self.source
+            self._bands[k] = (_shifted(scn, preds, self.phys, self.uncertainty, -k),
+                              _shifted(scn, preds, self.phys, self.uncertainty, k))
+        return self._bands[k]
+
+
+def _shifted(scn: Scenario, preds: list[dict[str, Any]], ph: physics.Physics,
+             unc: list[dict[str, float]], k: float) -> KpiView:
+    """`preds` with rates scaled by (1 + k*sigma_thr) (capped at the offered rate: a sink
+    cannot receive more than was sent) and delays by (1 - k*sigma_delay), floored at 0."""
+    out = []
+    for p, u in zip(preds, unc, strict=True):
+        f = max(1.0 + k * u.get("dl_throughput_rel", 0.0), 0.0)
+        g = max(1.0 - k * u.get("delay_rel", 0.0), 0.0)
+        q = dict(p)
+        q["dl_throughput_mbps"] = min(p["dl_throughput_mbps"] * f, p["dl_offered_mbps"])
+        q["ul_throughput_mbps"] = min(p["ul_throughput_mbps"] * f, p["ul_offered_mbps"])
+        if p["delay_ms"] is not None:
+            q["delay_ms"] = p["delay_ms"] * g
+        out.append(q)
+    return build_view(scn, out, ph)
 
 
 def _ue_row(scn: Scenario, i: int, p: dict[str, Any], ph: physics.Physics) -> dict[str, Any]:
@@ -207,7 +242,8 @@ def build_view(scn: Scenario, ue_preds: list[dict[str, Any]], ph: physics.Physic
     }
     return KpiView(ues=ues, cells=cells, network=network, qci=qci, phys=ph,
                    in_domain=in_domain, domain_issues=list(domain_issues or []),
-                   uncertainty=list(uncertainty or []))
+                   uncertainty=list(uncertainty or []),
+                   source=(scn, ue_preds) if uncertainty else None)
 
 
 def measure(scn: Scenario, ue_preds: list[dict[str, Any]], ph: physics.Physics, seed: int,

@@ -146,7 +146,10 @@ _W: dict[str, Any] = {}
 def _worker_init(model_kind: str, n_sampled: int, offline_kw: dict[str, Any],
                  solve_kw: dict[str, Any]) -> None:
     from forge.teacher.offline import OfflineConfig, OfflineTeacher
+    from forge.threads import one_thread_per_worker
 
+    if mp.parent_process() is not None:
+        one_thread_per_worker()
     model = CachedModel(load_model(model_kind), maxsize=20000)
     pool = full_pool(n_sampled)
     _W.update(model=model, pool=pool, verifier=TrajectoryVerifier(model),

@@ -301,9 +301,10 @@ class Planner:
 
     # -- QA ---------------------------------------------------------------------------------------
     def qa(self, text: str) -> PolicyGen:
-        low = text.lower().split("put the final answer")[0]
-        if SNAPSHOT_HEAD.lower() in low:
-            return self._qa_snapshot(text, low)
+        whole = text.lower().split("put the final answer")[0]
+        if SNAPSHOT_HEAD.lower() in whole:
+            return self._qa_snapshot(text, whole)
+        low = question_of(whole)
         if "in general" in low:  # concept questions are marked; entity questions never are
             for pat, ans, why in CONCEPTS:
                 if re.search(pat, low):
@@ -352,7 +353,7 @@ class Planner:
                                          "The network summary counts SLA violations.")
                 v = r["sla_violations"] if r else None
             return f"There are {fmt(v)} SLA violations. <answer>{fmt(v)}</answer>"
-        if re.search(r"how many ues", low) and cell is not None:
+        if re.search(r"how many ues|count the ues|number of ues", low) and cell is not None:
             r = yield from self.call("get_cell_kpis", {"cell": cell},
                                      f"Read cell {cell}'s KPIs.")
             v = r["n_ues"] if r else None
@@ -365,7 +366,7 @@ class Planner:
             because = ", ".join(res["reasons"]) or "all budgets are met"
             return (f"UE {ue} {'meets' if res['ok'] else 'violates'} its SLA ({because}). "
                     f"<answer>{'yes' if res['ok'] else 'no'}</answer>")
-        if ue is not None and re.search(r"serv(es|ing|ed)|which cell|attached", low):
+        if ue is not None and re.search(r"\bserv(es|ing|ed)\b|which cell|attached to", low):
             r = yield from self.call("get_ue_kpis", {"ue": ue}, f"Read UE {ue}'s KPIs.")
             v = r["serving_cell"] if r else None
             return f"UE {ue} is served by cell {fmt(v)}. <answer>{fmt(v)}</answer>"
@@ -728,6 +729,23 @@ class Planner:
 
 class _Stop(Exception):
     """Raised inside the generator after a malformed turn: the attempt ends there."""
+
+
+# Sentences that carry the question itself, as opposed to the framing around it (persona,
+# site facts, motivation, answer format): a question mark, an entity it is about, or an
+# imperative request verb at the start.
+_ASK_RE = re.compile(r"\?|\b(ue|cell|qci)\s*#?\d|^(report|count|find|name|identify|check|"
+                     r"give|tell|list|what|which|how|is|does|are)\b")
+
+
+def question_of(text: str) -> str:
+    """The question sentences of a prompt (all of it when none stands out). Framing such as
+    "Site facts: 38 attached UEs" or "Quote the figure you observed" must not steer the reading:
+    matched against the whole prompt, "attached" and "observed" read as a serving-cell
+    question."""
+    parts = [p.strip() for p in re.split(r"(?<=[.?!:])\s+", text) if p.strip()]
+    asks = [p for p in parts if _ASK_RE.search(p)]
+    return " ".join(asks) if asks else text
 
 
 def _ids(pat: str, text: str) -> int | None:
