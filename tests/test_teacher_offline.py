@@ -76,6 +76,20 @@ def test_planner_solves_most_tasks_with_varied_depth() -> None:
     assert len(configure) >= 4
 
 
+def test_every_question_pattern_is_read_and_answered_right() -> None:
+    """Each QA pattern, in every framing the proposer uses (persona, context, reason, format),
+    is answered correctly: the planner must read the question, not the framing around it."""
+    t = _teacher(mistake_rate=0.0, format_error_rate=0.0)
+    bad: Counter[str] = Counter()
+    for k, pattern in enumerate(QA_PATTERNS):
+        rows = _solve(t, _tasks((pattern,), 12, seed=100 + k))
+        for r in rows:
+            if r["status"] != "verified":
+                bad[pattern] += 1
+        assert bad[pattern] <= 1, (pattern, [(r["reject_reason"], r["reject_message"])
+                                             for r in rows if r["status"] != "verified"][:3])
+
+
 def test_turns_are_a_function_of_the_transcript() -> None:
     """A live session and a cold replay (another process, a restart) give the same turns."""
     task = _tasks(("ue_throughput",), 1, seed=3)[0]

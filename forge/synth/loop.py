@@ -79,6 +79,10 @@ class GenerateConfig:
         "help": "Of those, machine-generated verified tasks when available (Self-Instruct: 2)."})
     tasks_per_prompt: int = field(default=8, metadata={
         "help": "New tasks asked for in one proposal prompt."})
+    action_share: float = field(default=0.5, metadata={
+        "help": "Share of action tasks asked for in each proposal prompt (the rest qa); "
+                "without it the mix drifts towards the kind the teacher finds easiest. "
+                "Curation balances the final dataset again."})
     scenarios_per_prompt: int = field(default=6, metadata={
         "help": "Scenarios offered to the teacher in one proposal prompt."})
     rouge_threshold: float = field(default=0.7, metadata={
@@ -311,7 +315,8 @@ class Generator:
                 [{"instruction": e["instruction"], "kind": e["kind"],
                   "difficulty": e["difficulty"], "family": e["family"], "goal": e["goal"],
                   "pattern": e["pattern"] or None, "scenario_id": e["scenario_id"]} for e in ex],
-                [self._describe(s) for s in offered], cfg.tasks_per_prompt)))
+                [self._describe(s) for s in offered], cfg.tasks_per_prompt,
+                self._n_action(rng))))
         completions = self._run_async(self._chat_many(
             [(p, GenParams(temperature=1.0, max_tokens=4096,
                            seed=int(store.hid(self.gen_run_id, rnd, k, n=8), 16)))
@@ -333,6 +338,12 @@ class Generator:
         self.stats["tasks_added"] += added
         self.stats["proposals_rejected"] += len(rejects)
         return added
+
+    def _n_action(self, rng: random.Random) -> int:
+        """Action tasks to ask for in one prompt: action_share of tasks_per_prompt, the
+        fraction rounded up or down at random so that the share holds on average."""
+        x = self.cfg.action_share * self.cfg.tasks_per_prompt
+        return int(x) + (rng.random() < x - int(x))
 
     def _describe(self, sid: str) -> dict[str, Any]:
         s = self.pool[sid]

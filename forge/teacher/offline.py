@@ -107,8 +107,9 @@ class OfflineTeacher:
         return random.Random(_hash([user, params.seed, params.temperature]))
 
     def _propose(self, messages: list[dict[str, Any]], params: GenParams) -> str:
-        examples, scenarios, n = parse_proposal_request(str(messages[-1].get("content", "")))
-        return self.writer.write(examples, scenarios, n, self._rng(messages, params))
+        examples, scenarios, n, n_action = parse_proposal_request(
+            str(messages[-1].get("content", "")))
+        return self.writer.write(examples, scenarios, n, self._rng(messages, params), n_action)
 
     def _solve(self, messages: list[dict[str, Any]], params: GenParams) -> str:
         # messages: system, user, then (assistant, tool)* pairs; we produce the next assistant.

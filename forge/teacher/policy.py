@@ -312,7 +312,7 @@ class Planner:
         ue = _ids(r"\bue\s*#?(\d+)", low)
         cell = _ids(r"\bcell\s*#?(\d+)", low)
         qci = _ids(r"\bqci\s*(\d)", low)
-        if "busiest" in low and ("worst" in low or "lowest" in low):
+        if re.search(r"busiest|most loaded", low) and re.search(r"worst|lowest|smallest", low):
             r = yield from self.call("rank_busiest_cells", {"k": 3},
                                      "Find the busiest cell first.")
             if not r or not r["ranking"]:
@@ -335,7 +335,8 @@ class Planner:
                 return "No active cell reported. <answer>none</answer>"
             return (f"Cell {top['cell']} is the busiest, at PRB utilisation "
                     f"{fmt(top['prb_utilization'])}. <answer>{top['cell']}</answer>")
-        if re.search(r"worst|most starved|lowest satisfaction", low) and ue is None:
+        if re.search(r"worst|most starved|lowest satisfaction|smallest share", low) and \
+                ue is None:
             r = yield from self.call("rank_worst_ues", {"metric": "dl_satisfaction", "k": 3},
                                      "Rank the UEs by satisfaction (delivered/offered).")
             top = r["ranking"][0] if r and r["ranking"] else None
@@ -343,6 +344,18 @@ class Planner:
                 return "No UE reported. <answer>none</answer>"
             return (f"UE {top['ue']} is the worst served, with satisfaction "
                     f"{fmt(top['value'])}. <answer>{top['ue']}</answer>")
+        if qci is not None and re.search(r"how many (ues|terminals)|count the ues|number of ues",
+                                         low) and not re.search(r"sla|violat", low):
+            r = yield from self.call("get_slice_sla_status", {"qci": qci},
+                                     f"The slice status of QCI {qci} lists its UEs.")
+            v = r["slices"][0]["n_ues"] if r and r["slices"] else None
+            return f"The QCI {qci} slice has {fmt(v)} UEs. <answer>{fmt(v)}</answer>"
+        if ue is None and cell is None and re.search(r"active cells|switched on|are active",
+                                                     low):
+            r = yield from self.call("get_network_summary", {},
+                                     "The network summary counts the active cells.")
+            v = r["n_active_cells"] if r else None
+            return f"{fmt(v)} cells are active. <answer>{fmt(v)}</answer>"
         if re.search(r"how many", low) and re.search(r"sla|violat", low):
             if qci is not None:
                 r = yield from self.call("get_slice_sla_status", {"qci": qci},
@@ -353,12 +366,13 @@ class Planner:
                                          "The network summary counts SLA violations.")
                 v = r["sla_violations"] if r else None
             return f"There are {fmt(v)} SLA violations. <answer>{fmt(v)}</answer>"
-        if re.search(r"how many ues|count the ues|number of ues", low) and cell is not None:
+        if re.search(r"how many (ues|terminals)|count the ues|number of ues", low) and \
+                cell is not None:
             r = yield from self.call("get_cell_kpis", {"cell": cell},
                                      f"Read cell {cell}'s KPIs.")
             v = r["n_ues"] if r else None
             return f"Cell {cell} serves {fmt(v)} UEs. <answer>{fmt(v)}</answer>"
-        if ue is not None and "sla" in low:
+        if ue is not None and re.search(r"\bsla\b|service level", low):
             r = yield from self.call("check_sla", {"ue": ue}, f"Check UE {ue}'s SLA.")
             res = r["results"][0] if r and r["results"] else None
             if res is None:
@@ -366,16 +380,32 @@ class Planner:
             because = ", ".join(res["reasons"]) or "all budgets are met"
             return (f"UE {ue} {'meets' if res['ok'] else 'violates'} its SLA ({because}). "
                     f"<answer>{'yes' if res['ok'] else 'no'}</answer>")
+        ue_reads = (
+            (r"uplink", "get_ue_kpis", "ul_throughput_mbps", "UE {ue} sends {v} Mbps uplink."),
+            (r"satisf|share of its offered|delivered (over|divided by) offered",
+             "get_ue_kpis", "dl_satisfaction", "UE {ue} gets {v} of its offered rate."),
+            (r"\bloss|lost", "get_ue_kpis", "loss_ratio",
+             "UE {ue} loses a fraction {v} of its downlink packets."),
+            (r"rsrp|received power|how strong", "get_radio_quality", "rsrp_dbm",
+             "UE {ue} measures an RSRP of {v} dBm."),
+        )
+        for pat, tool, key, say in ue_reads:
+            if ue is not None and re.search(pat, low):
+                r = yield from self.call(tool, {"ue": ue}, f"Read UE {ue}'s "
+                                         + ("radio quality." if tool == "get_radio_quality"
+                                            else "KPIs."))
+                v = r[key] if r else None
+                return f"{say.format(ue=ue, v=fmt(v))} <answer>{fmt(v)}</answer>"
         if ue is not None and re.search(r"\bserv(es|ing|ed)\b|which cell|attached to", low):
             r = yield from self.call("get_ue_kpis", {"ue": ue}, f"Read UE {ue}'s KPIs.")
             v = r["serving_cell"] if r else None
             return f"UE {ue} is served by cell {fmt(v)}. <answer>{fmt(v)}</answer>"
-        if ue is not None and "sinr" in low:
+        if ue is not None and re.search(r"sinr|signal.to.interference", low):
             r = yield from self.call("get_radio_quality", {"ue": ue},
                                      f"Read UE {ue}'s radio quality.")
             v = r["sinr_db"] if r else None
             return f"UE {ue} sees an SINR of {fmt(v)} dB. <answer>{fmt(v)}</answer>"
-        if ue is not None and re.search(r"delay|latency", low):
+        if ue is not None and re.search(r"delay|latency|end.to.end|how long", low):
             r = yield from self.call("get_ue_kpis", {"ue": ue}, f"Read UE {ue}'s KPIs.")
             v = r["delay_ms"] if r else None
             return f"UE {ue}'s end-to-end delay is {fmt(v)} ms. <answer>{fmt(v)}</answer>"
@@ -384,28 +414,45 @@ class Planner:
             v = r["dl_throughput_mbps"] if r else None
             return (f"UE {ue} currently gets {fmt(v)} Mbps downlink. "
                     f"<answer>{fmt(v)}</answer>")
-        if cell is not None and re.search(r"power|energy", low):
+        if cell is not None and re.search(r"utili|prb|\bload|fraction of its resource", low):
+            r = yield from self.call("get_cell_load", {"cell": cell}, f"Read cell {cell}'s load.")
+            v = r["prb_utilization"] if r else None
+            return (f"Cell {cell} runs at PRB utilisation {fmt(v)}. "
+                    f"<answer>{fmt(v)}</answer>")
+        cell_cfg = ((r"schedul", "scheduler", "Cell {c} runs the {v} scheduler."),
+                    (r"transmit power|tx power|radiate", "tx_power_dbm",
+                     "Cell {c} transmits at {v} dBm."),
+                    (r"bandwidth|resource blocks|\brbs?\b", "bandwidth_rbs",
+                     "Cell {c} has {v} resource blocks."))
+        for pat, key, say in cell_cfg:
+            if cell is not None and re.search(pat, low):
+                r = yield from self.call("get_cell_config", {"cell": cell},
+                                         f"Read cell {cell}'s configuration.")
+                v = r[key] if r else None
+                return f"{say.format(c=cell, v=fmt(v))} <answer>{fmt(v)}</answer>"
+        if cell is not None and re.search(r"delay|latency", low):
+            r = yield from self.call("get_cell_kpis", {"cell": cell}, f"Read cell {cell}'s KPIs.")
+            v = r["mean_delay_ms"] if r else None
+            return (f"UEs of cell {cell} see {fmt(v)} ms on average. "
+                    f"<answer>{fmt(v)}</answer>")
+        if cell is not None and re.search(r"power|energy|watt|consum", low):
             r = yield from self.call("get_energy_consumption", {},
                                      "Read the power model's per-cell figures.")
             v = next((c["power_w"] for c in r["cells"] if c["cell"] == cell), None) if r \
                 else None
             return f"Cell {cell} draws {fmt(v)} W. <answer>{fmt(v)}</answer>"
-        if cell is not None and re.search(r"utili|prb|load", low):
-            r = yield from self.call("get_cell_load", {"cell": cell}, f"Read cell {cell}'s load.")
-            v = r["prb_utilization"] if r else None
-            return (f"Cell {cell} runs at PRB utilisation {fmt(v)}. "
-                    f"<answer>{fmt(v)}</answer>")
         if cell is not None:
             r = yield from self.call("get_cell_kpis", {"cell": cell}, f"Read cell {cell}'s KPIs.")
             v = r["dl_throughput_mbps"] if r else None
             return f"Cell {cell} delivers {fmt(v)} Mbps. <answer>{fmt(v)}</answer>"
-        if re.search(r"power|energy", low):
+        if re.search(r"power|energy|watt|consum", low):
             r = yield from self.call("get_energy_consumption", {},
                                      "Read the network's power draw.")
             v = r["total_power_w"] if r else None
             return f"The network draws {fmt(v)} W in total. <answer>{fmt(v)}</answer>"
         r = yield from self.call("get_network_summary", {}, "Read the network summary.")
-        v = r["mean_delay_ms"] if r and "delay" in low else r["dl_throughput_mbps"] if r else None
+        v = (r["mean_delay_ms"] if re.search(r"delay|latency", low) else
+             r["dl_throughput_mbps"]) if r else None
         return f"The network-wide figure is {fmt(v)}. <answer>{fmt(v)}</answer>"
 
     def _qa_snapshot(self, text: str, low: str) -> str:
@@ -732,10 +779,11 @@ class _Stop(Exception):
 
 
 # Sentences that carry the question itself, as opposed to the framing around it (persona,
-# site facts, motivation, answer format): a question mark, an entity it is about, or an
-# imperative request verb at the start.
-_ASK_RE = re.compile(r"\?|\b(ue|cell|qci)\s*#?\d|^(report|count|find|name|identify|check|"
-                     r"give|tell|list|what|which|how|is|does|are)\b")
+# site facts, motivation): a question mark, an entity it is about, a request verb opening it
+# (or opening what follows a colon), or a question word.
+_ASK_RE = re.compile(r"\?|\b(ue|cell|qci)\s*#?\d|(^|:\s*)(is|does|are|report|count|find|name|"
+                     r"identify|check|give|tell|list)\b|\b(what|which|how (many|much|long|"
+                     r"good|strong|loaded|satisfied))\b")
 
 
 def question_of(text: str) -> str:
@@ -743,7 +791,7 @@ def question_of(text: str) -> str:
     "Site facts: 38 attached UEs" or "Quote the figure you observed" must not steer the reading:
     matched against the whole prompt, "attached" and "observed" read as a serving-cell
     question."""
-    parts = [p.strip() for p in re.split(r"(?<=[.?!:])\s+", text) if p.strip()]
+    parts = [p.strip() for p in re.split(r"(?<=[.?!])\s+", text) if p.strip()]
     asks = [p for p in parts if _ASK_RE.search(p)]
     return " ".join(asks) if asks else text
 

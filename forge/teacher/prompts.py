@@ -90,20 +90,25 @@ def is_proposal(messages: list[dict[str, Any]]) -> bool:
 
 
 def proposal_prompt(examples: list[dict[str, Any]], scenarios: list[dict[str, Any]],
-                    n: int) -> list[dict[str, str]]:
+                    n: int, n_action: int | None = None) -> list[dict[str, str]]:
+    """The proposal request; `n_action` asks for that many action tasks among the n (the rest
+    qa), so that the mix does not drift towards whatever the teacher finds easiest."""
     ex = "\n".join(json.dumps(e, sort_keys=True) for e in examples)
     sc = "\n".join(json.dumps(s, sort_keys=True) for s in scenarios)
+    mix = "" if n_action is None else f" ({n_action} action tasks, {n - n_action} qa tasks)"
     user = (f"Example tasks:\n{ex}\n\nScenarios you may use:\n{sc}\n\n"
-            f"Write {n} new tasks, one JSON object per line.")
+            f"Write {n} new tasks{mix}, one JSON object per line.")
     return [{"role": "system", "content": PROPOSE_SYSTEM}, {"role": "user", "content": user}]
 
 
 def parse_proposal_request(user_text: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
-                                                    int]:
-    """(examples, scenarios, n) back from a proposal prompt (what the offline teacher reads)."""
+                                                    int, int | None]:
+    """(examples, scenarios, n, n_action) back from a proposal prompt (what the offline teacher
+    reads); n_action is None when the prompt does not ask for a mix."""
     ex_part, _, rest = user_text.partition("\n\nScenarios you may use:\n")
     sc_part, _, tail = rest.partition("\n\nWrite ")
     m = re.match(r"(\d+)", tail)
+    mix = re.match(r"\d+ new tasks \((\d+) action tasks", tail)
 
     def lines(s: str) -> list[dict[str, Any]]:
         out = []
@@ -117,4 +122,4 @@ def parse_proposal_request(user_text: str) -> tuple[list[dict[str, Any]], list[d
         return out
 
     return (lines(ex_part.removeprefix("Example tasks:\n")), lines(sc_part),
-            int(m.group(1)) if m else 1)
+            int(m.group(1)) if m else 1, int(mix.group(1)) if mix else None)

@@ -223,39 +223,113 @@ QA_TEXT = {
                    "Name the busiest cell of this {family} network.",
                    "Operations wants to know which cell is the most loaded at the moment.",
                    "Find the busiest cell by PRB utilisation and report its index.",
-                   "Which cell should capacity planning look at first (highest PRB load)?"],
+                   "Which cell should capacity planning look at first (highest PRB load)?",
+                   "Of the {n_cells} cells, which one is the most loaded?",
+                   "Tell me which cell runs at the highest PRB utilisation."],
     "qa_worst_ue": ["Which UE is the worst served (lowest satisfaction)? Give the UE index.",
                     "Identify the most starved UE in the network.",
                     "Which terminal gets the smallest share of its offered rate?",
-                    "Find the worst UE by satisfaction and report its index."],
+                    "Find the worst UE by satisfaction and report its index.",
+                    "Who is the worst served subscriber here, by delivered/offered ratio?"],
     "qa_ue_thr": ["What downlink throughput (Mbps) does UE {ue} currently get?",
                   "How many Mbps is UE {ue} receiving on the downlink?",
                   "Report UE {ue}'s current downlink throughput in Mbps.",
-                  "A customer on UE {ue} asks about their download speed: what is it in Mbps?"],
+                  "A customer on UE {ue} asks about their download speed: what is it in Mbps?",
+                  "Give the downlink rate that UE {ue} achieves at the moment.",
+                  "What rate does UE {ue} download at right now?",
+                  "Look up UE {ue}: how much downlink throughput does it get?"],
     "qa_ue_delay": ["What is UE {ue}'s end-to-end delay in ms?",
                     "How much latency does UE {ue} see right now (ms)?",
-                    "Report the current delay of UE {ue}."],
+                    "Report the current delay of UE {ue}.",
+                    "What end-to-end latency does UE {ue} experience at the moment?",
+                    "Give UE {ue}'s packet delay in milliseconds.",
+                    "How long do UE {ue}'s packets take end to end (ms)?"],
     "qa_ue_sla": ["Is UE {ue}'s SLA met right now? Answer yes or no.",
                   "Does UE {ue} currently meet its SLA (yes/no)?",
-                  "Check whether UE {ue} is within its SLA; answer yes or no."],
+                  "Check whether UE {ue} is within its SLA; answer yes or no.",
+                  "Is UE {ue} inside its service level agreement at the moment (yes or no)?",
+                  "Yes or no: does UE {ue} meet its SLA?"],
     "qa_ue_serving": ["Which cell is serving UE {ue}?", "UE {ue} is attached to which cell?",
-                      "Report the serving cell of UE {ue}."],
+                      "Report the serving cell of UE {ue}.",
+                      "Which cell does UE {ue} camp on right now?",
+                      "Tell me the index of the cell that serves UE {ue}.",
+                      "Which eNB cell is UE {ue} attached to?"],
+    "qa_ue_sinr": ["What SINR (dB) does UE {ue} see?", "Report UE {ue}'s downlink SINR in dB.",
+                   "How good is UE {ue}'s signal-to-interference ratio right now (dB)?",
+                   "Give the SINR of UE {ue}."],
+    "qa_ue_rsrp": ["What RSRP does UE {ue} measure from its serving cell (dBm)?",
+                   "Report UE {ue}'s reference signal received power in dBm.",
+                   "How strong is the serving cell's signal at UE {ue} (RSRP, dBm)?"],
+    "qa_ue_loss": ["What fraction of UE {ue}'s downlink packets is lost?",
+                   "Report UE {ue}'s downlink packet loss ratio (0-1).",
+                   "How much packet loss does UE {ue} suffer on the downlink (ratio)?"],
+    "qa_ue_sat": ["What share of its offered rate does UE {ue} actually get (satisfaction, 0-1)?",
+                  "Report UE {ue}'s satisfaction, delivered over offered downlink rate.",
+                  "How satisfied is UE {ue}: delivered divided by offered rate?"],
+    "qa_ue_ul": ["What uplink throughput (Mbps) does UE {ue} get?",
+                 "Report UE {ue}'s current uplink rate in Mbps.",
+                 "How many Mbps does UE {ue} send on the uplink?"],
     "qa_cell_nues": ["How many UEs does cell {cell} serve?",
                      "Count the UEs attached to cell {cell}.",
-                     "How many UEs are on cell {cell} right now?"],
+                     "How many UEs are on cell {cell} right now?",
+                     "Give the number of UEs that cell {cell} carries.",
+                     "How many terminals does cell {cell} serve at the moment?"],
     "qa_cell_prb": ["What is the PRB utilisation of cell {cell}?",
                     "How loaded is cell {cell} (PRB utilisation, 0-1)?",
-                    "Report cell {cell}'s current PRB load."],
+                    "Report cell {cell}'s current PRB load.",
+                    "What fraction of its resource blocks does cell {cell} use?",
+                    "Give the PRB utilisation of cell {cell} as a number between 0 and 1."],
+    "qa_cell_thr": ["How much downlink traffic (Mbps) does cell {cell} deliver?",
+                    "Report cell {cell}'s total downlink throughput in Mbps.",
+                    "What downlink throughput does cell {cell} carry right now?"],
+    "qa_cell_delay": ["What is the mean delay (ms) of the UEs served by cell {cell}?",
+                      "Report the average end-to-end delay in cell {cell}.",
+                      "How much latency do cell {cell}'s users see on average (ms)?"],
+    "qa_cell_txp": ["What transmit power (dBm) is cell {cell} configured with?",
+                    "Report cell {cell}'s configured Tx power in dBm.",
+                    "At what transmit power does cell {cell} radiate (dBm)?"],
+    "qa_cell_bw": ["How many resource blocks of bandwidth does cell {cell} have?",
+                   "Report cell {cell}'s configured bandwidth in RBs.",
+                   "What is the channel bandwidth of cell {cell}, in resource blocks?"],
+    "qa_cell_sched": ["Which MAC scheduler does cell {cell} run?",
+                      "Report the scheduler configured on cell {cell}.",
+                      "What scheduling algorithm is cell {cell} using?"],
     "qa_power": ["How much power (W) does the network draw in total?",
                  "What is the total energy draw of this {n_cells}-cell network in W?",
-                 "Report the site's total power consumption."],
+                 "Report the site's total power consumption.",
+                 "What is the combined power consumption of all cells, in watts?",
+                 "How many watts does the whole cluster consume right now?"],
+    "qa_net_thr": ["What total downlink throughput (Mbps) does the network deliver?",
+                   "Report the network-wide downlink throughput in Mbps.",
+                   "How much downlink traffic does the whole {n_cells}-cell network carry?"],
+    "qa_net_delay": ["What is the mean end-to-end delay across all UEs (ms)?",
+                     "Report the network's average UE delay in ms.",
+                     "On average, how much latency do UEs see in this network (ms)?"],
+    "qa_net_active": ["How many cells are switched on right now?",
+                      "Report the number of active cells in the network.",
+                      "Of the {n_cells} cells, how many are active?"],
+    "qa_qci_nues": ["How many UEs belong to the QCI {qci} slice?",
+                    "Count the UEs of slice QCI {qci}.",
+                    "How many terminals are in the QCI {qci} slice?"],
     "qa_sla_count": ["How many SLA violations are there across the network?",
                      "Count the UEs whose SLA is violated right now.",
                      "How many SLA breaches does the network have at the moment?"],
     "qa_multi_hop": ["In the busiest cell, which UE has the lowest downlink throughput?",
                      "Find the busiest cell, then its worst UE by throughput: which UE is it?",
-                     "Which UE of the busiest cell gets the lowest throughput?"],
+                     "Which UE of the busiest cell gets the lowest throughput?",
+                     "Take the most loaded cell: which of its UEs has the smallest downlink "
+                     "rate?"],
 }
+# Why the question is asked: free text around the question (QA framing, like WHY for actions).
+REASON = ["", "", "", "", "A customer called about slow video.", "We are about to retune this "
+          "area.", "The dashboard went blank and we need the figure by hand.",
+          "This goes into the incident report.", "The vendor asked for it during a call.",
+          "A complaint ticket mentions this.", "Planning needs a baseline before any change.",
+          "It is for the monthly KPI review.", "The night shift noticed something odd.",
+          "An alarm fired in this area an hour ago.", "We are checking a drive-test result.",
+          "The regulator requested a spot check.", "Management asked on short notice.",
+          "Compare it later with the post-change value.", "The field team is standing by.",
+          "Double-checking before we escalate."]
 SNAP_TEXT = {
     "snap_busiest": ["Using only the snapshot below, which cell is the busiest?",
                      "From the KPIs below, name the most loaded cell.",
@@ -279,6 +353,21 @@ CONCEPT_TEXT = [
     ("In general, which scheduler would you pick to honour GBR bearers: pf, rr or pss?",
      "pss"),
 ]
+# Read-a-value questions: pattern -> (metric, tolerance). Tolerances cover the gym's measurement
+# noise (2 % on rates and delays, 0.5 dB on RSRP/SINR) with room to spare.
+_UE_REF: dict[str, tuple[str, dict[str, float]]] = {
+    "qa_ue_sinr": ("sinr_db", {"tol_abs": 1.5}),
+    "qa_ue_rsrp": ("rsrp_dbm", {"tol_abs": 1.5}),
+    "qa_ue_loss": ("loss_ratio", {"tol_abs": 0.01}),
+    "qa_ue_sat": ("dl_satisfaction", {"tol_abs": 0.02, "tol_rel": 0.08}),
+    "qa_ue_ul": ("ul_throughput_mbps", {"tol_abs": 0.01, "tol_rel": 0.08}),
+}
+_CELL_REF: dict[str, tuple[str, str, dict[str, float]]] = {
+    "qa_cell_thr": ("dl_throughput_mbps", "number", {"tol_abs": 0.01, "tol_rel": 0.08}),
+    "qa_cell_delay": ("mean_delay_ms", "number", {"tol_abs": 0.5, "tol_rel": 0.08}),
+    "qa_cell_txp": ("tx_power_dbm", "number", {"tol_abs": 0.01}),
+    "qa_cell_bw": ("bandwidth_rbs", "integer", {}),
+}
 ACTION_PATTERNS = ("ue_throughput", "ue_delay", "cell_load", "energy", "net_satisfaction",
                    "slice_sla", "handovers")
 # qa_sla_count stays a seed pattern but is not proposed: near a budget, measurement noise flips
@@ -300,25 +389,36 @@ class TaskWriter:
 
     # -- entry point ------------------------------------------------------------------------
     def write(self, examples: list[dict[str, Any]], scenarios: list[dict[str, Any]], n: int,
-              rng: random.Random) -> str:
+              rng: random.Random, n_action: int | None = None) -> str:
         """n JSON lines of new tasks: patterns drawn from the examples (mostly) and scenarios
-        from the offered list."""
+        from the offered list; `n_action` of them action tasks when the prompt asks for a mix
+        (else the kinds follow the examples)."""
         pats = [e.get("pattern") for e in examples if e.get("pattern") in PATTERNS]
+        if n_action is None:
+            wanted: list[tuple[str, ...]] = [PATTERNS] * n
+        else:
+            n_action = max(0, min(n_action, n))
+            wanted = [ACTION_PATTERNS] * n_action + [QA_PATTERNS] * (n - n_action)
+            rng.shuffle(wanted)
         lines: list[str] = []
-        tries = 0
-        while len(lines) < n and tries < 8 * n + 8 and scenarios:
-            tries += 1
+        for allowed in wanted:
+            if not scenarios:
+                break
             if rng.random() < self.mistake_rate:
                 lines.append(self._bad(rng, scenarios))
                 continue
-            pattern = rng.choice(pats) if pats and rng.random() < 0.8 else rng.choice(PATTERNS)
-            s = rng.choice(scenarios)
-            scn = self.resolver(str(s.get("scenario_id")))
-            if scn is None:
-                continue
-            p = self.instantiate(str(pattern), scn, rng)
-            if p is not None:
-                lines.append(p.to_json())
+            mine = [p for p in pats if p in allowed]
+            for _ in range(8):  # a pattern may not fit a scenario: try another pair
+                pattern = rng.choice(mine) if mine and rng.random() < 0.8 else \
+                    rng.choice(allowed)
+                s = rng.choice(scenarios)
+                scn = self.resolver(str(s.get("scenario_id")))
+                if scn is None:
+                    continue
+                p = self.instantiate(str(pattern), scn, rng)
+                if p is not None:
+                    lines.append(p.to_json())
+                    break
         return "\n".join(lines)
 
     def _bad(self, rng: random.Random, scenarios: list[dict[str, Any]]) -> str:
@@ -373,6 +473,9 @@ class TaskWriter:
             parts = [*tail[:1], *parts, *tail[1:]] if rng.random() < 0.3 else [*parts, *tail]
             return " ".join(dict.fromkeys(p for p in parts if p))
         parts = [rng.choice(PERSONA), self._fill(CONTEXT, rng, **kw), core, rng.choice(FORMAT)]
+        reason = rng.choice(REASON)
+        # The reason goes before the context, before the question or at the very end.
+        parts.insert(rng.choice([1, 2, 4]), reason)
         return " ".join(p for p in parts if p)
 
     def _frontier(self, scn: Scenario, v: KpiView, target: str, metric: str, better: float,
@@ -643,6 +746,33 @@ class TaskWriter:
             ans = {"type": "number", "ref": {"target": f"cell:{c}",
                                              "metric": "prb_utilization"},
                    "tol_abs": 0.05}
+        elif pattern in _UE_REF:
+            metric, tol = _UE_REF[pattern]
+            if ues[u][metric] is None or (pattern == "qa_ue_ul" and
+                                          scn.ues[u].ul_rate_mbps <= 0):
+                return None
+            ans = {"type": "number", "ref": {"target": f"ue:{u}", "metric": metric}, **tol}
+        elif pattern in _CELL_REF:
+            metric, typ, tol = _CELL_REF[pattern]
+            if cells[c][metric] is None:
+                return None
+            ans = {"type": typ, "ref": {"target": f"cell:{c}", "metric": metric}, **tol}
+        elif pattern == "qa_cell_sched":
+            ans = {"type": "string", "value": scn.cells[c].scheduler}
+        elif pattern == "qa_net_thr":
+            ans = {"type": "number", "ref": {"target": "network",
+                                             "metric": "dl_throughput_mbps"}, "tol_rel": 0.08}
+        elif pattern == "qa_net_delay":
+            if v.network["mean_delay_ms"] is None:
+                return None
+            ans = {"type": "number", "ref": {"target": "network", "metric": "mean_delay_ms"},
+                   "tol_rel": 0.08, "tol_abs": 0.5}
+        elif pattern == "qa_net_active":
+            ans = {"type": "integer", "ref": {"target": "network", "metric": "n_active_cells"}}
+        elif pattern == "qa_qci_nues":
+            q = rng.choice(sorted(v.qci))
+            kw.update(qci=q)
+            ans = {"type": "integer", "ref": {"target": f"qci:{q}", "metric": "n_ues"}}
         elif pattern == "qa_power":
             ans = {"type": "number", "ref": {"target": "network", "metric": "total_power_w"},
                    "tol_rel": 0.05}
