@@ -122,6 +122,8 @@ def _generate(params: dict[str, Any], fan_out: bool) -> dict[str, Any]:
                 propose(params, rnd)
             n = _fan_out(params, rnd) if fan_out and not net else solve(params, rnd)
             get_run_logger().info(f"round {rnd}: solved {n} tasks; {dict(g.stats)}")
+            if rnd and g.reached_target():
+                break
         status = "completed"
     finally:
         g.close()
@@ -139,10 +141,12 @@ def forge(stage: str = "generate", rounds: int = 2, tasks_per_round: int = 64,
           llm_model: str | None = None, max_tokens_total: int | None = None,
           fan_out: bool = False, api_key_secret_block: str | None = None,
           grid: str = "small", n: int | None = None, target: str = "50k",
-          allow_short: bool = False) -> dict[str, Any]:
+          allow_short: bool = False, target_verified: int | None = None,
+          action_share: float = 0.5) -> dict[str, Any]:
     """One flow for every stage. generate: grow the trajectory pool (forge.synth);
     seed: ns-3 runs (grid, n); calibrate: train the Experiment Model; curate: forge.curate
-    (target, allow_short)."""
+    (target, allow_short). generate also takes target_verified (stop once the store holds that
+    many verified trajectories) and action_share (action/qa mix asked of the teacher)."""
     if stage == "generate":
         if api_key_secret_block:
             from forge.teacher.openai_client import SECRET_BLOCK_ENV
@@ -151,7 +155,8 @@ def forge(stage: str = "generate", rounds: int = 2, tasks_per_round: int = 64,
         params = {"rounds": rounds, "tasks_per_round": tasks_per_round, "teacher": teacher,
                   "concurrency": concurrency, "db": db, "seed": seed, "model": model,
                   "workers": workers, "base_url": base_url, "llm_model": llm_model,
-                  "max_tokens_total": max_tokens_total}
+                  "max_tokens_total": max_tokens_total, "target_verified": target_verified,
+                  "action_share": action_share}
         return _generate(params, fan_out)
     from forge.__main__ import main as cli
 

@@ -47,16 +47,17 @@ def test_bad_line_is_reported_with_file_and_line(tmp_path) -> None:
 
 
 def test_seed_goals_fit_the_current_physics(seed_tasks: list[S.SeedTask]) -> None:
-    """Seed thresholds sit near what changes reach under the closed-form physics; if the gym
-    or the physics change, rerun `python -m forge.synth.seed_authoring` (this test says so)."""
-    from forge.gym.closed_form import ClosedFormModel
+    """Seed thresholds sit near what changes reach under the default physics (the shipped
+    Experiment Model); if the gym or the model change, rerun
+    `python -m forge.synth.seed_authoring` (this test says so)."""
     from forge.gym.env import CachedModel
+    from forge.synth.loop import load_model
     from forge.synth.scenarios import full_pool
     from forge.synth.solve import SolveConfig, solve_sync, to_row
     from forge.teacher.offline import OfflineConfig, OfflineTeacher
     from verifiers import TrajectoryVerifier
 
-    model = CachedModel(ClosedFormModel())
+    model = CachedModel(load_model("auto"))
     teacher = OfflineTeacher(model, full_pool(8).get,
                              OfflineConfig(mistake_rate=0.0, format_error_rate=0.0))
     v = TrajectoryVerifier(model)

@@ -96,6 +96,9 @@ class GenerateConfig:
         "help": "Tasks solved per stored batch (one transaction each)."})
     n_sampled_scenarios: int = field(default=DEFAULT_SAMPLED, metadata={
         "help": "Sampled scenarios added to the shipped corpus as the scenario pool."})
+    target_verified: int | None = field(default=None, metadata={
+        "help": "Stop after the round in which the store reaches this many verified "
+                "trajectories (rounds is then an upper bound)."})
     solve_seeds: bool = field(default=True, metadata={
         "help": "Solve the seed tasks first (their verified trajectories join the pool)."})
 
@@ -108,7 +111,7 @@ class GenerateConfig:
         # Only what shapes the output: rounds can grow, concurrency/workers/db/batch may change.
         keep = {k: v for k, v in asdict(self).items()
                 if k not in ("rounds", "concurrency", "workers", "db", "batch_size",
-                             "max_tokens_total")}
+                             "max_tokens_total", "target_verified")}
         return "gen-" + store.hid(keep, n=16)
 
 
@@ -487,6 +490,15 @@ class Generator:
                 self.reasons[f"solve/{r['reject_stage']}/{r['reject_reason']}"] += 1
         return added
 
+    def reached_target(self) -> bool:
+        """Whether the store holds `target_verified` verified trajectories (checked between
+        rounds: a round is never cut, so a resumed run ends in the same state)."""
+        t = self.cfg.target_verified
+        if t and store.n_verified(self.con) >= t:
+            self.log(f"the store holds {t}+ verified trajectories: stopping")
+            return True
+        return False
+
     # -- run ---------------------------------------------------------------------------------------
     def run(self) -> GenerateReport:
         t0 = time.perf_counter()
@@ -503,6 +515,8 @@ class Generator:
                 self.stats[f"round_{rnd}_solved"] += self.solve(
                     "t.gen_run_id = ? AND t.round = ?", [self.gen_run_id, rnd], rnd)
                 self.log(f"round {rnd}/{self.cfg.rounds}: {dict(self.stats)}")
+                if self.reached_target():
+                    break
             status = "completed"
         except BudgetExhausted as e:
             self.log(f"stopping cleanly: {e}")

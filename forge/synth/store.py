@@ -166,3 +166,8 @@ def finish_run(con: duckdb.DuckDBPyConnection, gen_run_id: str, status: str,
         con.execute("UPDATE generation_runs SET status = ?, stats = ?, "
                     "finished_at = current_timestamp WHERE gen_run_id = ?",
                     [status, json.dumps(stats), gen_run_id])
+
+
+def n_verified(con: duckdb.DuckDBPyConnection) -> int:
+    row = con.execute("SELECT count(*) FROM trajectories WHERE status = 'verified'").fetchone()
+    return int(row[0]) if row else 0

@@ -673,7 +673,11 @@ class Planner:
 
     def _value(self, wi: dict[str, Any], prim: dict[str, Any], others: list[dict[str, Any]],
                now: float | None, offered: float | None) -> tuple[int, float]:
-        """(number of checkable conditions predicted to hold incl. all, progress)."""
+        """(confidence, progress): confidence 2 if every checkable condition is predicted to
+        hold and the primary one still holds with the prediction moved two model standard
+        deviations the wrong way (`max_uncertainty` of the what_if: headroom for the model's
+        error, which the operator's verifier also demands), 1 if they hold on the mean
+        prediction only, else 0."""
         v = predicted(prim, wi, now, offered, self.serving)
         if v is None and self.proxy is not None:
             pc, pnow, poff = self.proxy
@@ -688,7 +692,11 @@ class Planner:
                 ok_all = False
         prog = 0.0 if v is None or now is None else \
             (v - now) * direction(prim["op"]) / max(abs(now), 1e-6)
-        return (1 if ok_all else 0), prog
+        if not ok_all or v is None:
+            return 0, prog
+        u = _num(wi.get("max_uncertainty")) or 0.0
+        safe = holds(v * (1.0 - 2.0 * u * direction(prim["op"])), prim["op"], prim["value"])
+        return (2 if safe else 1), prog
 
     def score(self, cands: list[dict[str, Any]], prim: dict[str, Any],
               others: list[dict[str, Any]], v0: float | None, offered: float | None
@@ -728,7 +736,12 @@ class Planner:
                     "server": "edge" if first["tool"] == "set_ue_server" else ctx.get("server")}
             if first["tool"] == "force_handover":
                 nctx.update(cell=first["args"]["target_cell"], neighbor=None, cell_cfg={})
-            follow = [c for c in self.candidates(prim, nctx) if c != first][:2]
+            # A power, bandwidth (RSRP is power per resource element) or on/off change can
+            # move the UE to the neighbour by itself; a forced handover there would then be
+            # refused (invalid_state), so it is not a follow-up.
+            moves = first["tool"] in ("set_tx_power", "set_cell_state", "set_bandwidth")
+            follow = [c for c in self.candidates(prim, nctx) if c != first and
+                      not (moves and c["tool"] == "force_handover")][:2]
             for c in follow:
                 if not self.budget(4):
                     break
