@@ -28,13 +28,17 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=0, help="0 = one per core")
     ap.add_argument("--model", default="auto")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--target-verified", type=int, default=None,
+                    help="stop after the round that brings the store to this many verified "
+                         "trajectories (library path)")
     ap.add_argument("--via", choices=("library", "prefect"), default="library",
                     help="prefect: run the `forge` flow (in a Prefect test harness; the "
                          "harness's start-up is not timed) to measure Prefect's overhead")
     args = ap.parse_args()
     db = str(Path(tempfile.mkdtemp(prefix="forge-bench-")) / "bench.duckdb")
     cfg = GenerateConfig(rounds=args.rounds, tasks_per_round=args.tasks_per_round,
-                         workers=args.workers, model=args.model, db=db, seed=args.seed)
+                         workers=args.workers, model=args.model, db=db, seed=args.seed,
+                         target_verified=args.target_verified)
     if args.via == "prefect":
         from prefect.testing.utilities import prefect_test_harness
 
@@ -59,6 +63,7 @@ def main() -> int:
                         "count(*) FILTER (WHERE status = 'verified' AND error_recovery) "
                         "FROM trajectories").fetchone()
     model_hash = con.execute("SELECT any_value(model_hash) FROM trajectories").fetchone()
+    rounds_run = (con.execute("SELECT max(round) FROM tasks").fetchone() or [0])[0]
     con.close()
     assert total is not None
     print(json.dumps({
@@ -69,6 +74,7 @@ def main() -> int:
         "verified_mix": {f"{k}/{d}": n for k, d, n in mix},
         "model_hash": model_hash[0] if model_hash else None,
         "workers": args.workers, "rounds": args.rounds, "tasks_per_round": args.tasks_per_round,
+        "rounds_run": rounds_run,
         "via": args.via, "status": status, "reject_reasons": reasons}))
     return 0
 
