@@ -75,6 +75,21 @@ def test_small_run_grows_the_pool_and_rerun_adds_nothing(tmp_path: Path) -> None
     assert rep2.stats.get("tasks_added", 0) == 0 and rep2.stats.get("trajectories_added", 0) == 0
 
 
+def test_target_verified_stops_between_rounds_and_the_mix_follows_action_share(
+        tmp_path: Path) -> None:
+    db = str(tmp_path / "f.duckdb")
+    cfg = GenerateConfig(rounds=4, tasks_per_round=32, db=db, target_verified=1,
+                         action_share=0.75, **SMALL)  # type: ignore[arg-type]
+    assert run_generate(cfg).status == "completed"
+    con = fdb.connect(db)
+    # The seeds alone pass the target, so the run stops after its first round.
+    assert con.execute("SELECT max(round) FROM tasks").fetchone() == (1,)
+    kinds = dict(con.execute("SELECT kind, count(*) FROM tasks WHERE round = 1 GROUP BY kind")
+                 .fetchall())
+    assert kinds["action"] >= 2 * kinds.get("qa", 0), kinds
+    con.close()
+
+
 class StubTeacher:
     """Teacher output that is broken in every way the spec lists."""
 

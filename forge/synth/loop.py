@@ -205,6 +205,8 @@ class Generator:
         self.pool_full = scenario_pool(cfg.n_sampled_scenarios)
         self.pool = full_pool(cfg.n_sampled_scenarios)
         self.stats: Counter[str] = Counter()
+        self._index = RougeIndex(cfg.rouge_threshold)
+        self._known: set[str] = set()
         self.reasons: Counter[str] = Counter()
         self._executor: ProcessPoolExecutor | None = None
         self._teacher: Any = None
@@ -300,11 +302,13 @@ class Generator:
         cfg = self.cfg
         rng = random.Random(store.hid(self.gen_run_id, "propose", rnd))
         seeds, gen = store.example_pool(self.con)
-        index = RougeIndex(cfg.rouge_threshold)
-        known: set[str] = set()
+        # One index for the whole run, built once and then fed only what is new (rebuilding it
+        # every round cost seconds per round at tens of thousands of instructions).
+        index, known = self._index, self._known
         for tid, instr in store.all_instructions(self.con):
-            index.add(instr)
-            known.add(tid)
+            if tid not in known:
+                index.add(instr)
+                known.add(tid)
         scn_ids = sorted(self.pool)
         n_prompts = max(1, math.ceil(cfg.tasks_per_round / cfg.tasks_per_prompt))
         prompts = []

@@ -792,21 +792,29 @@ class _Stop(Exception):
 
 
 # Sentences that carry the question itself, as opposed to the framing around it (persona,
-# site facts, motivation): a question mark, an entity it is about, a request verb opening it
-# (or opening what follows a colon), or a question word.
-_ASK_RE = re.compile(r"\?|\b(ue|cell|qci)\s*#?\d|(^|:\s*)(is|does|are|report|count|find|name|"
-                     r"identify|check|give|tell|list)\b|\b(what|which|how (many|much|long|"
-                     r"good|strong|loaded|satisfied))\b")
+# site facts, motivation): a question mark, a request verb opening it (or opening what follows a
+# colon), or a question word.
+_ASK_RE = re.compile(r"\?|(^|:\s*)(is|does|are|report|count|find|name|identify|check|give|tell|"
+                     r"list)\b|\b(what|which|how (many|much|long|good|strong|loaded|"
+                     r"satisfied))\b")
+_ENTITY_RE = re.compile(r"\b(ue|cell|qci)\s*#?\d")
 
 
 def question_of(text: str) -> str:
     """The question sentences of a prompt (all of it when none stands out). Framing such as
-    "Site facts: 38 attached UEs" or "Quote the figure you observed" must not steer the reading:
-    matched against the whole prompt, "attached" and "observed" read as a serving-cell
-    question."""
+    "Site facts: 38 attached UEs", "Quote the figure you observed" or "Cell 2 runs the pf
+    scheduler" must not steer the reading: matched against the whole prompt, "attached" and
+    "observed" read as a serving-cell question and a stated fact names the wrong entity. When
+    the question names no entity it refers back to the sentence just before it ("UE 4 is near a
+    weak cell. What does it get?")."""
     parts = [p.strip() for p in re.split(r"(?<=[.?!])\s+", text) if p.strip()]
-    asks = [p for p in parts if _ASK_RE.search(p)]
-    return " ".join(asks) if asks else text
+    asks = [i for i, p in enumerate(parts) if _ASK_RE.search(p)]
+    if not asks:
+        return text
+    if not any(_ENTITY_RE.search(parts[i]) for i in asks) and asks[0] > 0 and \
+            _ENTITY_RE.search(parts[asks[0] - 1]):
+        asks.insert(0, asks[0] - 1)
+    return " ".join(parts[i] for i in asks)
 
 
 def _ids(pat: str, text: str) -> int | None:

@@ -478,15 +478,48 @@ class TaskWriter:
         if kind == "action":
             tail = [rng.choice(WHY), rng.choice(WHY)]
             persona = rng.choice(ACTION_PERSONA)
-            parts = [persona, self._fill(CONTEXT, rng, **kw), paraphrase(core, rng)]
+            parts = [persona, self._fill(CONTEXT, rng, **kw), *self._facts(scn, rng),
+                     paraphrase(core, rng)]
             # Motivation before or after the request, one or two sentences of it.
             parts = [*tail[:1], *parts, *tail[1:]] if rng.random() < 0.3 else [*parts, *tail]
             return " ".join(dict.fromkeys(p for p in parts if p))
         parts = [rng.choice(PERSONA), self._fill(CONTEXT, rng, **kw), core, rng.choice(FORMAT)]
         reason = rng.choice(REASON)
-        # The reason goes before the context, before the question or at the very end.
+        # The reason goes before the context, before the question or at the very end; facts
+        # come after the question (a question that names no entity refers back to the
+        # sentence before it, which must not be a fact about another one).
         parts.insert(rng.choice([1, 2, 4]), reason)
+        parts[parts.index(core) + 1:parts.index(core) + 1] = self._facts(scn, rng)
         return " ".join(p for p in parts if p)
+
+    def _facts(self, scn: Scenario, rng: random.Random) -> list[str]:
+        """0-2 true statements about the network's configuration (never its KPIs), the kind of
+        detail a ticket carries: they vary instructions by the scenario's own entities and
+        numbers (so ROUGE-L dedup keeps more of them) and act as distractors for the solver."""
+        out = []
+        for _ in range(rng.choices((0, 1, 2), weights=(35, 40, 25))[0]):
+            if rng.random() < 0.55:
+                i = rng.randrange(len(scn.ues))
+                u = scn.ues[i]
+                opts = [f"UE {i} requests {_r(u.dl_rate_mbps, 2)} Mbps downlink.",
+                        f"UE {i} is a QCI {u.qci} subscriber served from the {u.server}.",
+                        f"UE {i} " + ("is static." if u.mobility == "static" else
+                                      f"walks at {_r(u.speed_mps, 1)} m/s.")]
+                if u.ul_rate_mbps > 0:
+                    opts.append(f"UE {i} also sends {_r(u.ul_rate_mbps, 2)} Mbps uplink.")
+            else:
+                i = rng.randrange(len(scn.cells))
+                c = scn.cells[i]
+                opts = [f"Cell {i} radiates {_r(c.tx_power_dbm, 1)} dBm over "
+                        f"{c.bandwidth_rbs} RBs.", f"Cell {i} runs the {c.scheduler} scheduler.",
+                        f"Cell {i} uses {_r(c.ho_hysteresis_db, 1)} dB of hysteresis and a "
+                        f"{c.ho_ttt_ms} ms time-to-trigger."]
+                if not c.active:
+                    opts.append(f"Cell {i} is switched off.")
+                opts.append(f"The edge host adds {_r(scn.edge_delay_ms, 1)} ms, the cloud "
+                            f"{_r(scn.cloud_delay_ms, 1)} ms.")
+            out.append(rng.choice(opts))
+        return list(dict.fromkeys(out))
 
     def _frontier(self, scn: Scenario, v: KpiView, target: str, metric: str, better: float,
                   ctx: dict[str, Any], rng: random.Random) -> tuple[float, float] | None:
