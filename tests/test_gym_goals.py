@@ -118,3 +118,15 @@ def test_sla_counts_inherit_the_delay_spread():
     # With a 60 % delay spread some UE's delay can cross its budget: the count is not certain.
     r = evaluate(goal, _with_spread([0.6] * 5))
     assert r.holds and not r.certain
+
+
+def test_one_ue_band_is_the_full_band_of_that_ue():
+    v = _with_spread([0.1, 0.3, 0.0, 0.6, 0.2])
+    full = v.band(2.0)
+    for i in range(5):
+        rows = v.band_ue(2.0, i)
+        if rows is None:
+            assert i == 2  # no spread: the band is the prediction
+            continue
+        for side in (0, 1):
+            assert rows[side] == full[side].ues[i]

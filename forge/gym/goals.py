@@ -202,8 +202,16 @@ def _condition(c: Condition, view: K.KpiView) -> ConditionResult:
         return ConditionResult(c.target, c.metric, c.op, c.value, v, False, view.in_domain)
     holds = _compare(v, c.op, c.value)
     margin = v - c.value
-    band = view.band(UNCERTAIN_K)
-    edges = [lookup(b, c.target, c.metric) for b in band] if band else []
+    edges: list[float | None] = []
+    kind, _, idx = c.target.partition(":")
+    if c.metric not in K.BAND_METRICS:
+        pass
+    elif kind == "ue":
+        rows = view.band_ue(UNCERTAIN_K, int(idx))
+        edges = [_num(r[c.metric]) for r in rows] if rows else []
+    else:
+        band = view.band(UNCERTAIN_K)
+        edges = [lookup(b, c.target, c.metric) for b in band] if band else []
     certain = view.in_domain and all(
         e is not None and math.isfinite(e) and _compare(e, c.op, c.value) == holds
         for e in edges)

@@ -131,21 +131,43 @@ class KpiView:
         return self._bands[k]
 
 
+    def band_ue(self, k: float, i: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """`band` for one UE's own KPIs only (a UE's metrics depend on nothing else): the same
+        rows as band(k)[0].ues[i] and band(k)[1].ues[i], without recomputing the network."""
+        if self.source is None or i >= len(self.uncertainty) or not any(
+                self.uncertainty[i].values()):
+            return None
+        scn, preds = self.source
+        return (_ue_row(scn, i, _shift(preds[i], self.uncertainty[i], -k), self.phys),
+                _ue_row(scn, i, _shift(preds[i], self.uncertainty[i], k), self.phys))
+
+
+# Metrics the band can move (they are built from UE throughput or delay); for the others (the
+# configuration, radio and counting metrics) the band is the prediction itself.
+BAND_METRICS = frozenset({
+    "dl_throughput_mbps", "ul_throughput_mbps", "dl_satisfaction", "min_dl_satisfaction",
+    "mean_dl_satisfaction", "p5_dl_throughput_mbps", "prb_utilization", "max_prb_utilization",
+    "power_w", "total_power_w", "delay_ms", "mean_delay_ms", "max_delay_ms", "sla_ok",
+    "sla_violations"})
+
+
+def _shift(p: dict[str, Any], u: dict[str, float], k: float) -> dict[str, Any]:
+    """One UE's prediction with its rates scaled by (1 + k*sigma_thr) (capped at the offered
+    rate: a sink cannot receive more than was sent) and its delay by (1 - k*sigma_delay),
+    floored at 0."""
+    f = max(1.0 + k * u.get("dl_throughput_rel", 0.0), 0.0)
+    g = max(1.0 - k * u.get("delay_rel", 0.0), 0.0)
+    q = dict(p)
+    q["dl_throughput_mbps"] = min(p["dl_throughput_mbps"] * f, p["dl_offered_mbps"])
+    q["ul_throughput_mbps"] = min(p["ul_throughput_mbps"] * f, p["ul_offered_mbps"])
+    if p["delay_ms"] is not None:
+        q["delay_ms"] = p["delay_ms"] * g
+    return q
+
+
 def _shifted(scn: Scenario, preds: list[dict[str, Any]], ph: physics.Physics,
              unc: list[dict[str, float]], k: float) -> KpiView:
-    """`preds` with rates scaled by (1 + k*sigma_thr) (capped at the offered rate: a sink
-    cannot receive more than was sent) and delays by (1 - k*sigma_delay), floored at 0."""
-    out = []
-    for p, u in zip(preds, unc, strict=True):
-        f = max(1.0 + k * u.get("dl_throughput_rel", 0.0), 0.0)
-        g = max(1.0 - k * u.get("delay_rel", 0.0), 0.0)
-        q = dict(p)
-        q["dl_throughput_mbps"] = min(p["dl_throughput_mbps"] * f, p["dl_offered_mbps"])
-        q["ul_throughput_mbps"] = min(p["ul_throughput_mbps"] * f, p["ul_offered_mbps"])
-        if p["delay_ms"] is not None:
-            q["delay_ms"] = p["delay_ms"] * g
-        out.append(q)
-    return build_view(scn, out, ph)
+    return build_view(scn, [_shift(p, u, k) for p, u in zip(preds, unc, strict=True)], ph)
 
 
 def _ue_row(scn: Scenario, i: int, p: dict[str, Any], ph: physics.Physics) -> dict[str, Any]:

@@ -154,9 +154,9 @@ class RougeIndex:
         if cand.size == 0:
             return None
         overlap = hits[cand].astype(np.int64)
-        for ids in rest:  # sorted: membership by binary search
-            k = np.searchsorted(ids, cand)
-            overlap += ids[np.minimum(k, len(ids) - 1)] == cand
+        for post in rest:  # sorted: membership by binary search
+            k = np.searchsorted(post, cand)
+            overlap += post[np.minimum(k, len(post) - 1)] == cand
         for j in cand[overlap >= need[cand]]:
             y = self.docs[j]
             self.comparisons += 1
