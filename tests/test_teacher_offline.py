@@ -90,6 +90,31 @@ def test_every_question_pattern_is_read_and_answered_right() -> None:
                                              for r in rows if r["status"] != "verified"][:3])
 
 
+def test_tasks_that_name_their_fix_give_short_episodes() -> None:
+    """A guided task ("the approved change is widening cell 2 to 50 RBs") is solved by applying
+    that change: L1/L2 episodes next to the search-heavy L3 ones."""
+    from forge.teacher.policy import requested_change
+    from forge.teacher.proposer import GUIDED_PATTERNS
+
+    w = TaskWriter(MODEL, POOL.get, mistake_rate=0.0, guided_rate=1.0)
+    rng = random.Random(3)
+    tasks: list[dict[str, Any]] = []
+    while len(tasks) < 24:
+        p = w.instantiate(rng.choice(GUIDED_PATTERNS), POOL[rng.choice(sorted(POOL))], rng)
+        if p is not None:
+            assert p.difficulty == "L1" and requested_change(p.instruction) is not None
+            tasks.append({"task_id": task_id_of(p.instruction, p.scenario_id, p.goal),
+                          "instruction": p.instruction, "kind": p.kind, "goal": p.goal,
+                          "scenario_id": p.scenario_id, "pattern": p.pattern})
+    rows = _solve(_teacher(mistake_rate=0.0, format_error_rate=0.0), tasks)
+    ok = [r for r in rows if r["status"] == "verified"]
+    assert len(ok) >= 0.8 * len(rows)
+    assert sum(r["difficulty"] in ("L1", "L2") for r in ok) >= 0.7 * len(ok)
+    for task, r in zip(tasks, rows, strict=True):
+        named = requested_change(task["instruction"])
+        assert named is not None and named["tool"] in r["tools"]
+
+
 def test_turns_are_a_function_of_the_transcript() -> None:
     """A live session and a cold replay (another process, a restart) give the same turns."""
     task = _tasks(("ue_throughput",), 1, seed=3)[0]

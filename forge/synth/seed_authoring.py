@@ -168,7 +168,8 @@ CONCEPTS = [
 
 def author(out: Path = SEED_DIR / "seed_tasks.jsonl") -> list[SeedTask]:
     model = CachedModel(load_model("auto"))
-    writer = TaskWriter(model, lambda _: None, compose_rate=0.0, mistake_rate=0.0)
+    writer = TaskWriter(model, lambda _: None, compose_rate=0.0, mistake_rate=0.0,
+                        guided_rate=0.0)
     by_family: dict[str, list[int]] = {}
     for s in range(SEED_BASE, SEED_BASE + 600):
         by_family.setdefault(sample_scenario(s).family, []).append(s)

@@ -26,7 +26,7 @@ from typing import Any
 
 from forge.gym.tags import render_action
 from forge.scenario import BANDWIDTHS_RB
-from forge.teacher.prompts import SNAPSHOT_HEAD, criterion_of
+from forge.teacher.prompts import CRITERION_HEAD, SNAPSHOT_HEAD, criterion_of
 
 Obs = dict[str, Any]
 PolicyGen = Generator[str, Obs | None, str]
@@ -486,7 +486,7 @@ class Planner:
         return f"{lead} cell {cid} serves {c['n_ues']} UEs. <answer>{c['n_ues']}</answer>"
 
     # -- action -----------------------------------------------------------------------------------
-    def action(self, goal: dict[str, Any]) -> PolicyGen:
+    def action(self, goal: dict[str, Any], text: str = "") -> PolicyGen:
         conds = leaves(goal)
         if not conds:
             return "The success criterion has no condition I can steer towards; no change made."
@@ -510,11 +510,21 @@ class Planner:
             return (f"The {LABEL.get(prim['metric'], prim['metric'])} is already "
                     f"{fmt(v0)}, which meets the target of {fmt(prim['value'])}; no change is "
                     f"needed.")
-        ctx = yield from self.explore(prim, r0)
-        self.serving = ctx.get("cell") if ctx.get("kind") == "ue" else None
-        cands = self.candidates(prim, ctx)[: 3 if self.focused else self.cfg.max_candidates]
-        scored = yield from self.score(cands, prim, others, v0, offered)
         plan: list[dict[str, Any]] = []
+        named = requested_change(text)
+        if named is not None:
+            # The task names its fix: check the prediction first unless focused, then apply.
+            if not self.focused:
+                yield from self.call("what_if", {"change": named},
+                                     self.think("whatif", c=describe_change(named)))
+            scored = []
+            plan = [named]
+        else:
+            ctx = yield from self.explore(prim, r0)
+            self.serving = ctx.get("cell") if ctx.get("kind") == "ue" else None
+            cands = self.candidates(prim, ctx)[: 3 if self.focused else
+                                                self.cfg.max_candidates]
+            scored = yield from self.score(cands, prim, others, v0, offered)
         if scored:
             best = scored[0]
             plan = [best[2]]
@@ -526,7 +536,7 @@ class Planner:
         applied: list[str] = []
         for ch in plan:
             r = yield from self.call(ch["tool"], ch["args"],
-                                     self.think("apply", c=_describe(ch)))
+                                     self.think("apply", c=describe_change(ch)))
             if r is not None:
                 applied.append(r["description"])
         r1 = yield from self.call(tool, args, self.think("remeasure"))
@@ -708,7 +718,7 @@ class Planner:
             if not self.budget(4):
                 break
             wi = yield from self.call("what_if", {"change": c},
-                                      self.think("whatif", c=_describe(c)))
+                                      self.think("whatif", c=describe_change(c)))
             if wi is not None:
                 ok, prog = self._value(wi, prim, others, v0, offered)
                 out.append((ok, prog, c))
@@ -725,7 +735,7 @@ class Planner:
             if not self.budget(5):
                 break
             r = yield from self.call(first["tool"], first["args"],
-                                     self.think("explore2", c=_describe(first)))
+                                     self.think("explore2", c=describe_change(first)))
             if r is None:
                 continue
             # The tentative change moved the baseline: follow-ups are scored from there.
@@ -748,7 +758,7 @@ class Planner:
                 if not self.budget(4):
                     break
                 wi = yield from self.call("what_if", {"change": c},
-                                          self.think("whatif", c=_describe(c)))
+                                          self.think("whatif", c=describe_change(c)))
                 if wi is None:
                     continue
                 # Progress is measured from the original baseline: prog1 plus the follow-up's.
@@ -824,7 +834,44 @@ def _ids(pat: str, text: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _describe(c: dict[str, Any]) -> str:
+# The phrases of `describe_change`, read back: a task that names its fix ("fix it by widening
+# cell 2 to 50 RBs") is solved by applying that change.
+_UE = r"(?:ue|terminal|user equipment)"  # the action paraphraser's words for a UE
+_CHANGE_RE: list[tuple[re.Pattern[str], Any]] = [
+    (re.compile(r"widening cell (\d+) to (\d+) rbs"),
+     lambda m: {"tool": "set_bandwidth", "args": {"cell": int(m[1]),
+                                                   "bandwidth_rbs": int(m[2])}}),
+    (re.compile(r"setting cell (\d+) to (-?\d+(?:\.\d+)?) dbm"),
+     lambda m: {"tool": "set_tx_power", "args": {"cell": int(m[1]),
+                                                  "tx_power_dbm": float(m[2])}}),
+    (re.compile(rf"moving {_UE} (\d+) to cell (\d+)"),
+     lambda m: {"tool": "force_handover", "args": {"ue": int(m[1]), "target_cell": int(m[2])}}),
+    (re.compile(rf"serving {_UE} (\d+) from the (edge|cloud)"),
+     lambda m: {"tool": "set_ue_server", "args": {"ue": int(m[1]), "server": m[2]}}),
+    (re.compile(r"scaling cell (\d+)'s non-gbr traffic by (\d+(?:\.\d+)?)"),
+     lambda m: {"tool": "graceful_degradation", "args": {"cell": int(m[1]),
+                                                          "factor": float(m[2])}}),
+    (re.compile(r"switching cell (\d+) to the (\w+) scheduler"),
+     lambda m: {"tool": "set_scheduler", "args": {"cell": int(m[1]), "scheduler": m[2]}}),
+    (re.compile(r"switching cell (\d+) (on|off)"),
+     lambda m: {"tool": "set_cell_state", "args": {"cell": int(m[1]), "active": m[2] == "on"}}),
+]
+
+
+def requested_change(text: str) -> dict[str, Any] | None:
+    """The configure call an instruction asks for by name, if any."""
+    low = text.lower()
+    for rx, build in _CHANGE_RE:
+        m = rx.search(low)
+        if m:
+            try:
+                return dict(build(m))
+            except ValueError:  # a number that does not parse: not a usable instruction
+                return None
+    return None
+
+
+def describe_change(c: dict[str, Any]) -> str:
     a = c["args"]
     t = c["tool"]
     if t == "set_bandwidth":
@@ -888,7 +935,7 @@ def solve_gen(user_text: str, rng: random.Random, cfg: PolicyConfig) -> PolicyGe
     try:
         goal = criterion_of(user_text)
         if goal is not None:
-            return (yield from p.action(goal))
+            return (yield from p.action(goal, user_text.split(CRITERION_HEAD)[0]))
         return (yield from p.qa(user_text))
     except _Stop:
         return ""

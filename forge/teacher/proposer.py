@@ -25,7 +25,7 @@ from forge.gym.env import CachedModel
 from forge.gym.goals import UNCERTAIN_K, lookup
 from forge.gym.kpis import KpiView
 from forge.scenario import Scenario
-from forge.teacher.policy import Planner, PolicyConfig
+from forge.teacher.policy import Planner, PolicyConfig, describe_change
 from forge.teacher.prompts import SNAPSHOT_HEAD
 
 Resolver = Callable[[str], Scenario | None]
@@ -374,6 +374,11 @@ _CELL_REF: dict[str, tuple[str, str, dict[str, float]]] = {
     "qa_cell_txp": ("tx_power_dbm", "number", {"tol_abs": 0.01}),
     "qa_cell_bw": ("bandwidth_rbs", "integer", {}),
 }
+# Patterns whose tasks may name the change to make (see `_action`), and how they say it.
+GUIDED_PATTERNS = ("ue_throughput", "ue_delay", "cell_load", "net_satisfaction", "slice_sla")
+GUIDE = ["The diagnosis is done: fix it by {c}.", "Engineering suggests {c}; do that.",
+         "Apply the agreed fix, {c}.", "The approved change is {c}.",
+         "Planning already decided on {c}: apply it."]
 ACTION_PATTERNS = ("ue_throughput", "ue_delay", "cell_load", "energy", "net_satisfaction",
                    "slice_sla", "handovers")
 # qa_sla_count stays a seed pattern but is not proposed: near a budget, measurement noise flips
@@ -385,11 +390,12 @@ PATTERNS = ACTION_PATTERNS + QA_PATTERNS
 
 class TaskWriter:
     def __init__(self, model: CachedModel, resolver: Resolver, compose_rate: float = 0.3,
-                 mistake_rate: float = 0.05) -> None:
+                 mistake_rate: float = 0.05, guided_rate: float = 0.3) -> None:
         self.model = model
         self.resolver = resolver
         self.compose_rate = compose_rate
         self.mistake_rate = mistake_rate
+        self.guided_rate = guided_rate
         self._last_kw: dict[str, Any] = {}
         self._last_snapshot = ""
 
@@ -522,10 +528,11 @@ class TaskWriter:
         return list(dict.fromkeys(out))
 
     def _frontier(self, scn: Scenario, v: KpiView, target: str, metric: str, better: float,
-                  ctx: dict[str, Any], rng: random.Random) -> tuple[float, float] | None:
-        """(v0, threshold): the threshold lies between the value now and the best value one
-        of the planner's candidate changes reaches (or, for 1 task in 4, beyond it, where only
-        a two-change plan may get)."""
+                  ctx: dict[str, Any], rng: random.Random, reachable: bool = False
+                  ) -> tuple[float, float, dict[str, Any]] | None:
+        """(v0, threshold, best change): the threshold lies between the value now and the best
+        value one of the planner's candidate changes reaches (or, for 1 task in 4 unless
+        `reachable`, beyond it, where only a two-change plan may get)."""
         v0 = lookup(v, target, metric)
         if v0 is None:
             return None
@@ -538,7 +545,7 @@ class TaskWriter:
         cands = Planner(random.Random(rng.random()), PolicyConfig()).candidates(
             {"target": target, "metric": metric, "op": ">=" if better > 0 else "<=",
              "value": 0.0}, ctx)
-        outs = []
+        outs: list[tuple[float, dict[str, Any]]] = []
         for c in cands[:4]:
             try:
                 new = H.CONFIGURE[c["tool"]](scn, c["args"]).scenario
@@ -547,15 +554,16 @@ class TaskWriter:
             after = self.model.view(new)[1]
             val = _edge(after, target, metric, -better)
             if val is not None and after.in_domain:
-                outs.append(val)
+                outs.append((val, c))
         if not outs or start is None:
             return None
-        best = max(outs) if better > 0 else min(outs)
+        best, change = max(outs, key=lambda o: o[0] * better)
         gain = (best - start) * better
         if gain < 0.05 * max(abs(v0), 1e-3):
             return None
-        frac = rng.uniform(0.3, 0.85) if rng.random() < 0.75 else rng.uniform(1.02, 1.25)
-        return v0, start + better * gain * frac
+        frac = rng.uniform(0.3, 0.85) if reachable or rng.random() < 0.75 else \
+            rng.uniform(1.02, 1.25)
+        return v0, start + better * gain * frac, change
 
     def _ctx(self, scn: Scenario, v: KpiView, ue: int | None, cell: int | None, kind: str,
              metric: str) -> dict[str, Any]:
@@ -661,7 +669,11 @@ class TaskWriter:
                         if pattern in ("net_satisfaction", "slice_sla") else metric)
         if pattern == "handovers":
             ctx["metric"] = "total_handovers"
-        fr = self._frontier(scn, v, target, metric, better, ctx, rng)
+        # Guided tasks name the change to make (a ticket that already holds the diagnosis):
+        # short, L1/L2 episodes (measure, maybe what_if, apply, re-measure) next to the
+        # search-heavy L3 ones.
+        guided = pattern in GUIDED_PATTERNS and rng.random() < self.guided_rate
+        fr = self._frontier(scn, v, target, metric, better, ctx, rng, reachable=guided)
         if fr is None:
             return None
         nd = 0 if metric == "sla_violations" or metric == "total_handovers" else (
@@ -681,6 +693,11 @@ class TaskWriter:
         self._last_kw = kw
         parts = [self._fill(OPEN[pattern], rng, **kw), self._fill(ASK[pattern], rng, **kw)]
         goal = cond
+        if guided:
+            parts.insert(1, rng.choice(GUIDE).format(c=describe_change(fr[2])))
+            parts.append(rng.choice(CLOSE))
+            return Proposal(self._frame(" ".join(p for p in parts if p), "action", scn, rng),
+                            "action", "L1", scn.family, scn.scenario_id, goal, pattern)
         if rng.random() < self.compose_rate:
             # Composition: a second pattern's KPI becomes a side constraint with some slack.
             side = rng.choice(["min_sat", "power", "prb"])
