@@ -90,6 +90,22 @@ def test_every_question_pattern_is_read_and_answered_right() -> None:
                                              for r in rows if r["status"] != "verified"][:3])
 
 
+@pytest.mark.parametrize("change", [
+    {"tool": "set_bandwidth", "args": {"cell": 2, "bandwidth_rbs": 50}},
+    {"tool": "set_tx_power", "args": {"cell": 1, "tx_power_dbm": 40.5}},
+    {"tool": "force_handover", "args": {"ue": 3, "target_cell": 1}},
+    {"tool": "set_ue_server", "args": {"ue": 3, "server": "edge"}},
+    {"tool": "graceful_degradation", "args": {"cell": 0, "factor": 0.5}},
+    {"tool": "set_scheduler", "args": {"cell": 2, "scheduler": "pss"}},
+    {"tool": "set_cell_state", "args": {"cell": 4, "active": False}}])
+def test_a_named_change_reads_back_as_the_same_call(change: dict[str, Any]) -> None:
+    from forge.teacher.policy import describe_change, requested_change
+
+    text = f"The approved change is {describe_change(change)}. Report the effect."
+    assert requested_change(text) == change
+    assert requested_change(text.replace("UE", "user equipment")) == change
+
+
 def test_tasks_that_name_their_fix_give_short_episodes() -> None:
     """A guided task ("the approved change is widening cell 2 to 50 RBs") is solved by applying
     that change: L1/L2 episodes next to the search-heavy L3 ones."""

@@ -20,10 +20,12 @@ from __future__ import annotations
 import json
 import random
 import re
+import string
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
+from forge.gym.catalogue import BY_NAME
 from forge.gym.tags import render_action
 from forge.scenario import BANDWIDTHS_RB
 from forge.teacher.prompts import CRITERION_HEAD, SNAPSHOT_HEAD, criterion_of
@@ -834,62 +836,62 @@ def _ids(pat: str, text: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-# The phrases of `describe_change`, read back: a task that names its fix ("fix it by widening
-# cell 2 to 50 RBs") is solved by applying that change.
+# How the planner (and the task writer) names a configure call, one phrase per tool. The same
+# table reads a phrase back: a task that names its fix ("fix it by widening cell 2 to 50 RBs")
+# is solved by applying that change. Field types come from the tool's JSON Schema.
+CHANGE_PHRASES = {
+    "set_bandwidth": "widening cell {cell} to {bandwidth_rbs} RBs",
+    "set_tx_power": "setting cell {cell} to {tx_power_dbm} dBm",
+    "force_handover": "moving UE {ue} to cell {target_cell}",
+    "set_ue_server": "serving UE {ue} from the {server}",
+    "graceful_degradation": "scaling cell {cell}'s non-GBR traffic by {factor}",
+    "set_scheduler": "switching cell {cell} to the {scheduler} scheduler",
+    "set_cell_state": "switching cell {cell} {active}",
+}
 _UE = r"(?:ue|terminal|user equipment)"  # the action paraphraser's words for a UE
-_CHANGE_RE: list[tuple[re.Pattern[str], Any]] = [
-    (re.compile(r"widening cell (\d+) to (\d+) rbs"),
-     lambda m: {"tool": "set_bandwidth", "args": {"cell": int(m[1]),
-                                                   "bandwidth_rbs": int(m[2])}}),
-    (re.compile(r"setting cell (\d+) to (-?\d+(?:\.\d+)?) dbm"),
-     lambda m: {"tool": "set_tx_power", "args": {"cell": int(m[1]),
-                                                  "tx_power_dbm": float(m[2])}}),
-    (re.compile(rf"moving {_UE} (\d+) to cell (\d+)"),
-     lambda m: {"tool": "force_handover", "args": {"ue": int(m[1]), "target_cell": int(m[2])}}),
-    (re.compile(rf"serving {_UE} (\d+) from the (edge|cloud)"),
-     lambda m: {"tool": "set_ue_server", "args": {"ue": int(m[1]), "server": m[2]}}),
-    (re.compile(r"scaling cell (\d+)'s non-gbr traffic by (\d+(?:\.\d+)?)"),
-     lambda m: {"tool": "graceful_degradation", "args": {"cell": int(m[1]),
-                                                          "factor": float(m[2])}}),
-    (re.compile(r"switching cell (\d+) to the (\w+) scheduler"),
-     lambda m: {"tool": "set_scheduler", "args": {"cell": int(m[1]), "scheduler": m[2]}}),
-    (re.compile(r"switching cell (\d+) (on|off)"),
-     lambda m: {"tool": "set_cell_state", "args": {"cell": int(m[1]), "active": m[2] == "on"}}),
-]
+_FIELD_RE = {"integer": r"(\d+)", "number": r"(-?\d+(?:\.\d+)?)", "boolean": r"(on|off)",
+             "string": r"([a-z]+)"}
+
+
+def _phrase_re(tool: str) -> tuple[re.Pattern[str], list[tuple[str, str]]]:
+    props = BY_NAME[tool].args["properties"]
+    fields: list[tuple[str, str]] = []
+    out = ""
+    for lit, name, _, _ in string.Formatter().parse(CHANGE_PHRASES[tool].lower()):
+        out += re.escape(lit).replace(r"ue\ ", _UE + r"\ ")
+        if name:
+            typ = props[name].get("type", "string")
+            fields.append((name, typ))
+            out += _FIELD_RE[typ]
+    return re.compile(out), fields
+
+
+_CHANGE_RE = {tool: _phrase_re(tool) for tool in CHANGE_PHRASES}
 
 
 def requested_change(text: str) -> dict[str, Any] | None:
     """The configure call an instruction asks for by name, if any."""
     low = text.lower()
-    for rx, build in _CHANGE_RE:
+    for tool, (rx, fields) in _CHANGE_RE.items():
         m = rx.search(low)
-        if m:
-            try:
-                return dict(build(m))
-            except ValueError:  # a number that does not parse: not a usable instruction
-                return None
+        if not m:
+            continue
+        conv = {"integer": int, "number": float, "boolean": lambda x: x == "on", "string": str}
+        try:
+            return {"tool": tool, "args": {name: conv[typ](m[i + 1])  # type: ignore[operator]
+                                           for i, (name, typ) in enumerate(fields)}}
+        except ValueError:  # a number that does not parse: not a usable instruction
+            return None
     return None
 
 
 def describe_change(c: dict[str, Any]) -> str:
-    a = c["args"]
-    t = c["tool"]
-    if t == "set_bandwidth":
-        return f"widening cell {a['cell']} to {a['bandwidth_rbs']} RBs"
-    if t == "set_tx_power":
-        return f"setting cell {a['cell']} to {a['tx_power_dbm']} dBm"
-    if t == "force_handover":
-        return f"moving UE {a['ue']} to cell {a['target_cell']}"
-    if t == "set_ue_server":
-        return f"serving UE {a['ue']} from the {a['server']}"
-    if t == "graceful_degradation":
-        return f"scaling cell {a['cell']}'s non-GBR traffic by {a['factor']}"
-    if t == "set_cell_state":
-        return f"switching cell {a['cell']} {'on' if a['active'] else 'off'}"
+    a, t = c["args"], c["tool"]
+    if t in CHANGE_PHRASES:
+        return CHANGE_PHRASES[t].format(**{k: ("on" if v else "off") if isinstance(v, bool)
+                                           else v for k, v in a.items()})
     if t == "set_handover_params":
         return f"tuning cell {a['cell']}'s handover parameters"
-    if t == "set_scheduler":
-        return f"switching cell {a['cell']} to the {a['scheduler']} scheduler"
     return t
 
 
