@@ -1,10 +1,14 @@
 """Experiment Model prediction speed: UE-predictions per second on this machine.
 
-    python benchmarks/bench_experiment_model.py [--scenarios 400] [--repeats 3]
+    python benchmarks/bench_experiment_model.py [--scenarios 400] [--repeats 3] [--check]
 
 Batches of scenarios from the sampled space (the same distribution as the corpus) go through
 `ExperimentModel.predict`; we report UE-predictions/s per batch size, and, in the same run, the
-share of time spent in feature building versus the torch forward pass. Target: >= 5,000/s.
+share of time spent in feature building versus the torch forward pass. Target: >= 10,000/s for
+a full batch (issue 11). Speed is measured here, not asserted in the test suite: a wall-clock
+rate depends on what else the machine runs (a test failed at 2,396/s on a busy fresh box).
+`--check` exits with status 1 when the full-batch rate is below `--target`, for a manual or
+scheduled performance check on a quiet machine.
 """
 
 from __future__ import annotations
@@ -20,10 +24,14 @@ from forge.experiment_model import features as F
 from forge.ns3.grid import sample_grid
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--scenarios", type=int, default=400)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--target", type=float, default=10_000.0,
+                    help="UE-predictions/s a full batch must reach (default 10,000)")
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 when the full-batch rate is below --target")
     args = ap.parse_args()
     em = ExperimentModel.load()
     scns = sample_grid(args.scenarios, seed=99)
@@ -31,6 +39,9 @@ def main() -> None:
     print(f"torch threads: {torch.get_num_threads()}, scenarios: {len(scns)}, UEs: {n_ues}, "
           f"ensemble members: {len(em.members)}")
     print(f"{'batch (scenarios)':>18} {'UE-pred/s':>12} {'ms/scenario':>12}")
+    # Warm-up: the first call pays for imports and allocations, not for prediction.
+    em.predict(scns[:5])
+    rate = 0.0
     for batch in (1, 16, 128, len(scns)):
         best = float("inf")
         for _ in range(args.repeats):
@@ -38,7 +49,8 @@ def main() -> None:
             for k in range(0, len(scns), batch):
                 em.predict(scns[k:k + batch])
             best = min(best, time.perf_counter() - t)
-        print(f"{batch:>18} {n_ues / best:>12,.0f} {1000 * best / len(scns):>12.3f}")
+        rate = n_ues / best
+        print(f"{batch:>18} {rate:>12,.0f} {1000 * best / len(scns):>12.3f}")
     t = time.perf_counter()
     x = np.concatenate([F.scenario_features(s)[0] for s in scns])
     t_feat = time.perf_counter() - t
@@ -46,7 +58,11 @@ def main() -> None:
     em.raw(x)
     t_fwd = time.perf_counter() - t
     print(f"split of one full batch: features {t_feat:.3f} s, ensemble forward {t_fwd:.3f} s")
+    met = rate >= args.target
+    print(f"full batch: {rate:,.0f} UE-predictions/s, target {args.target:,.0f}: "
+          f"{'met' if met else 'NOT met'}")
+    return 1 if (args.check and not met) else 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

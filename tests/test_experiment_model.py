@@ -1,6 +1,5 @@
 import json
 import shutil
-import time
 
 import numpy as np
 import pytest
@@ -114,17 +113,6 @@ def test_shipped_report_has_the_promised_shape_and_meets_the_targets(em):
     assert h["dl_throughput_mbps"]["congested"]["median_ape"] <= 0.20
     assert h["delay_ms"]["median_ape"] <= 0.15
     assert (DEFAULT_MODEL_DIR / "calibration.png").stat().st_size > 10_000
-
-
-def test_prediction_is_fast_enough(em):
-    scns = sample_grid(200, seed=6)
-    n = sum(len(s.ues) for s in scns)
-    em.predict(scns[:5])
-    t = time.perf_counter()
-    em.predict(scns)
-    rate = n / (time.perf_counter() - t)
-    # the target is 5,000/s (benchmarks/bench_experiment_model.py); leave room for a busy CI box
-    assert rate > 2_500, f"{rate:.0f} UE-predictions/s"
 
 
 def test_numpy_forward_equals_torch_forward(em):
