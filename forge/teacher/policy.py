@@ -25,7 +25,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
-from forge.gym.catalogue import BY_NAME
+from forge.gym.catalogue import BY_NAME, CONFIGURE_TOOLS
 from forge.gym.tags import render_action
 from forge.scenario import BANDWIDTHS_RB
 from forge.teacher.prompts import CRITERION_HEAD, SNAPSHOT_HEAD, criterion_of
@@ -56,6 +56,22 @@ class PolicyConfig:
     beam_width: int = field(default=2, metadata={"help": "Beam width of the what_if search."})
     max_candidates: int = field(default=4, metadata={
         "help": "Configure candidates evaluated per search level."})
+
+
+# Share of episodes run "focused" (L2-sized) rather than thorough (L3), and of episodes whose
+# ticket names the fix that apply it at once (L1) rather than after a what_if (L2). Tuned so that
+# the verified action samples come out near the 30/45/25 L1/L2/L3 mix of the training set.
+FOCUSED = 0.55
+SHORT_NAMED = 0.6
+FOCUSED_CALLS = 7   # the L2 ceiling
+GBR = (1, 2, 3, 4)
+
+
+def heaviest(ues: list[dict[str, Any]], exclude: int | None) -> dict[str, Any] | None:
+    """The non-GBR UE asking for the most downlink (a traffic-shaping candidate), if any."""
+    rows = [u for u in ues if u["ue"] != exclude and u["qci"] not in GBR and
+            u["dl_offered_mbps"] > 0.5]
+    return max(rows, key=lambda u: (u["dl_offered_mbps"], -u["ue"])) if rows else None
 
 
 # --- goal helpers -------------------------------------------------------------------------------
@@ -229,6 +245,16 @@ THINK = {
     "explore2": ["Tentatively apply {c} to look one step further.", "Try {c} and see what a "
                  "second change could add."],
     "undo_probe": ["Undo the probe change before deciding.", "Roll back the tentative change."],
+    "delta": ["Compare the whole network with where it started.", "Check the network-wide "
+              "effect against the initial state.", "Did the fix cost the rest of the network? "
+              "Compare with the baseline."],
+    "history": ["Confirm which changes are in place before reporting.", "List the applied "
+                "changes for the record."],
+    "cqi": ["What CQI would a 6 dB better SINR give?", "Translate a 6 dB SINR gain into CQI."],
+    "cells": ["List the cells with their radio settings.", "An overview of every cell's "
+              "configuration first."],
+    "sharers": ["Who else is served by cell {c}?", "List the UEs sharing cell {c}.",
+                "Which UEs load cell {c}?"],
 }
 
 
@@ -242,6 +268,8 @@ class Planner:
         self.proxy: tuple[dict[str, Any], float | None, float | None] | None = None
         self.focused = False
         self.serving: int | None = None
+        self._last_key = ""
+        self._last_result: dict[str, Any] | None = None
 
     # -- turn helpers ---------------------------------------------------------------------------
     def think(self, key: str, **kw: str) -> str:
@@ -270,7 +298,22 @@ class Planner:
 
     def call(self, tool: str, args: dict[str, Any], thought: str
              ) -> Generator[str, Obs | None, dict[str, Any] | None]:
-        """One tool call (maybe first issued wrong and recovered); its result or None."""
+        """One tool call (maybe first issued wrong and recovered); its result or None.
+
+        A read-only call identical to the call just made (and answered) is not issued again:
+        nothing changed in between, so its result is reused. Asking twice in a row taught a
+        model to repeat itself (10 % of action trajectories did, e.g. the network summary read
+        as the goal's KPI and again as its side condition)."""
+        key = json.dumps([tool, args], sort_keys=True)
+        if tool not in CONFIGURE_TOOLS and key == self._last_key and \
+                self._last_result is not None:
+            return self._last_result
+        result = yield from self._call(tool, args, thought)
+        self._last_key, self._last_result = key, result
+        return result
+
+    def _call(self, tool: str, args: dict[str, Any], thought: str
+              ) -> Generator[str, Obs | None, dict[str, Any] | None]:
         if self.rng.random() < self.cfg.format_error_rate:
             bad = render_action(tool, args, thought)
             yield (bad[:-len("</action>")] if self.rng.random() < 0.5
@@ -311,6 +354,9 @@ class Planner:
             for pat, ans, why in CONCEPTS:
                 if re.search(pat, low):
                     return self.rng.choice(why) + f" <answer>{ans}</answer>"
+        multi = yield from self.qa_multi(low)
+        if multi is not None:
+            return multi
         ue = _ids(r"\bue\s*#?(\d+)", low)
         cell = _ids(r"\bcell\s*#?(\d+)", low)
         qci = _ids(r"\bqci\s*(\d)", low)
@@ -348,8 +394,8 @@ class Planner:
                     f"{fmt(top['value'])}. <answer>{top['ue']}</answer>")
         if qci is not None and re.search(r"how many (ues|terminals)|count the ues|number of ues",
                                          low) and not re.search(r"sla|violat", low):
-            r = yield from self.call("get_slice_sla_status", {"qci": qci},
-                                     f"The slice status of QCI {qci} lists its UEs.")
+            r = yield from self.call("get_slice_membership", {"qci": qci},
+                                     f"The membership of the QCI {qci} slice lists its UEs.")
             v = r["slices"][0]["n_ues"] if r and r["slices"] else None
             return f"The QCI {qci} slice has {fmt(v)} UEs. <answer>{fmt(v)}</answer>"
         if ue is None and cell is None and re.search(r"active cells|switched on|are active",
@@ -457,6 +503,143 @@ class Planner:
              r["dl_throughput_mbps"]) if r else None
         return f"The network-wide figure is {fmt(v)}. <answer>{fmt(v)}</answer>"
 
+    # -- multi-step questions (aggregation, comparison across cells or slices, what-if) -----------
+    def qa_multi(self, low: str) -> Generator[str, Obs | None, str | None]:
+        """Questions that need several calls; None when the question is none of them."""
+        m = AGG_CELL_RE.search(low)
+        if m:
+            hl, agg, metric = m["hl"], AGG_WORDS[m["agg"]], AGG_METRICS[m["metric"]]
+            return (yield from self._per_cell(hl, metric, [("aggregate_kpi", agg)]))
+        m = PCT_CELL_RE.search(low)
+        if m:
+            p = float(m["p"])
+            return (yield from self._per_cell(m["hl"], AGG_METRICS[m["metric"]],
+                                              [("compute_percentile", p)]))
+        m = GAP_CELL_RE.search(low)
+        if m:
+            return (yield from self._per_cell("highest", AGG_METRICS[m["metric"]],
+                                              [("aggregate_kpi", "mean"),
+                                               ("aggregate_kpi", AGG_WORDS[m["agg"]])]))
+        m = SPREAD_CELL_RE.search(low)
+        if m:
+            return (yield from self._per_cell("highest", AGG_METRICS[m["metric"]],
+                                              [("compute_percentile", float(m["p1"])),
+                                               ("compute_percentile", float(m["p2"]))]))
+        m = AGG_SLICE_RE.search(low)
+        if m:
+            return (yield from self._per_slice(m["hl"], AGG_WORDS[m["agg"]],
+                                               AGG_METRICS[m["metric"]]))
+        m = WHATIF_BUSY_RE.search(low)
+        if m:
+            c = int(m["cell"])
+            change: dict[str, Any] = (
+                {"tool": "set_cell_state", "args": {"cell": c, "active": False}}
+                if m["off"] else
+                {"tool": "set_bandwidth", "args": {"cell": c, "bandwidth_rbs": int(m["rbs"])}})
+            wi = yield from self.call("what_if", {"change": change},
+                                      self.think("whatif", c=describe_change(change)))
+            if not wi or not wi["cells"]:
+                return "The prediction failed. <answer>unknown</answer>"
+            top = max(wi["cells"], key=lambda x: (x["prb_after"], -x["cell"]))
+            return (f"After that change the model expects cell {top['cell']} to be the most "
+                    f"loaded. <answer>{top['cell']}</answer>")
+        m = CAPACITY_RE.search(low)
+        if m:
+            c, bw = int(m["cell"]), int(m["rbs"])
+            r = yield from self.call("estimate_capacity", {"cell": c, "bandwidth_rbs": bw},
+                                     f"Closed-form capacity of cell {c} at {bw} RBs.")
+            v = r["capacity_mbps"] if r else None
+            return (f"That is the closed-form capacity of cell {c} for its current UEs. "
+                    f"<answer>{fmt(v)}</answer>")
+        m = CQI_GAIN_RE.search(low)
+        ue = _ids(r"\bue\s*#?(\d+)", low)
+        if m and ue is not None:
+            rq = yield from self.call("get_radio_quality", {"ue": ue},
+                                      f"Read UE {ue}'s SINR first.")
+            if not rq or rq.get("sinr_db") is None:
+                return f"UE {ue} reports no SINR. <answer>unknown</answer>"
+            s = round(rq["sinr_db"] + float(m["d"]), 1)
+            r = yield from self.call("sinr_to_cqi", {"sinr_db": s},
+                                     f"Map {fmt(s)} dB to a CQI.")
+            v = r["cqi"] if r else None
+            return (f"Adding the gain to the SINR UE {ue} measures now and looking the result "
+                    f"up in the CQI table gives the answer. <answer>{fmt(v)}</answer>")
+        m = CQI_OF_RE.search(low)
+        if m:
+            s = float(m["sinr"])
+            r = yield from self.call("sinr_to_cqi", {"sinr_db": s}, "Look the SINR up in the CQI "
+                                     "table.")
+            v = r["cqi"] if r else None
+            return f"That is the CQI the table gives. <answer>{fmt(v)}</answer>"
+        m = LIST_MAX_RE.search(low)
+        if m:
+            r = yield from self.call("list_cells", {}, "List the cells with their settings.")
+            if not r:
+                return "The cell list is not available. <answer>unknown</answer>"
+            key = LIST_MAX[m["what"]]
+            top = max(r["cells"], key=lambda c: (c[key], -c["cell"]))
+            return f"Cell {top['cell']} tops that list. <answer>{top['cell']}</answer>"
+        m = HEAVY_UE_RE.search(low)
+        cell = _ids(r"\bcell\s*#?(\d+)", low)
+        if m and cell is not None:
+            r = yield from self.call("list_ues", {"cell": cell}, f"List the UEs of cell {cell}.")
+            if not r or not r["ues"]:
+                return f"Cell {cell} serves no UE. <answer>none</answer>"
+            top = max(r["ues"], key=lambda u: (u["dl_offered_mbps"], -u["ue"]))
+            return (f"UE {top['ue']} asks for the most downlink traffic on cell {cell}. "
+                    f"<answer>{top['ue']}</answer>")
+        m = SERVER_OF_RE.search(low)
+        if m and ue is not None:
+            r = yield from self.call("get_edge_placement", {},
+                                     "Read where every UE's application runs.")
+            row = next((u for u in r["ues"] if u["ue"] == ue), None) if r else None
+            if row is None:
+                return f"UE {ue} is not listed. <answer>unknown</answer>"
+            return (f"UE {ue}'s application runs on the {row['server']} host. "
+                    f"<answer>{row['server']}</answer>")
+        return None
+
+    def _per_cell(self, hl: str, metric: str, steps: list[tuple[str, Any]]
+                  ) -> Generator[str, Obs | None, str]:
+        """List the cells, compute each step per active cell with UEs, answer the extreme
+        (of the one value, or of the gap between two values)."""
+        lc = yield from self.call("list_cells", {}, "First list the cells and their UE counts.")
+        if not lc:
+            return "The cell list is not available. <answer>unknown</answer>"
+        vals: dict[int, list[float]] = {}
+        for c in [x["cell"] for x in lc["cells"] if x["active"] and x["n_ues"] > 0]:
+            row = []
+            for tool, a in steps:
+                args: dict[str, Any] = ({"metric": metric, "agg": a, "cell": c}
+                                        if tool == "aggregate_kpi" else
+                                        {"metric": metric, "p": a, "cell": c})
+                r = yield from self.call(tool, args, f"Now cell {c}.")
+                if r is not None and r.get("value") is not None:
+                    row.append(float(r["value"]))
+            if len(row) == len(steps):
+                vals[c] = row
+        if not vals:
+            return "No cell has UEs with that KPI. <answer>none</answer>"
+        score = {c: (abs(v[0] - v[1]) if len(v) == 2 else v[0]) for c, v in vals.items()}
+        best = (max if hl in ("highest", "largest") else min)(
+            sorted(score), key=lambda c: score[c])
+        return f"Cell {best} stands out. <answer>{best}</answer>"
+
+    def _per_slice(self, hl: str, agg: str, metric: str) -> Generator[str, Obs | None, str]:
+        sm = yield from self.call("get_slice_membership", {}, "Which slices are there?")
+        if not sm:
+            return "The slice list is not available. <answer>unknown</answer>"
+        vals: dict[int, float] = {}
+        for q in [s["qci"] for s in sm["slices"] if s["n_ues"] > 0]:
+            r = yield from self.call("aggregate_kpi", {"metric": metric, "agg": agg, "qci": q},
+                                     f"Now the QCI {q} slice.")
+            if r is not None and r.get("value") is not None:
+                vals[q] = float(r["value"])
+        if not vals:
+            return "No slice has UEs with that KPI. <answer>none</answer>"
+        best = (max if hl == "highest" else min)(sorted(vals), key=lambda q: vals[q])
+        return f"The QCI {best} slice stands out. <answer>{best}</answer>"
+
     def _qa_snapshot(self, text: str, low: str) -> str:
         raw = text[text.lower().index(SNAPSHOT_HEAD.lower()) + len(SNAPSHOT_HEAD):]
         raw = raw.split("\n\n")[0]
@@ -493,11 +676,12 @@ class Planner:
         if not conds:
             return "The success criterion has no condition I can steer towards; no change made."
         prim, others = conds[0], conds[1:]
-        # A focused operator reads less, scores the three most promising changes and never
-        # searches two-change plans; a thorough one explores more and does. By tool calls most
-        # action episodes are L3 either way (measure, explore, score, apply, re-measure: 8+);
-        # scoring only two changes made a few more L2 episodes but fewer verified ones.
-        self.focused = self.rng.random() < 0.45
+        # Depth: a focused operator reads only what its candidates need and scores as many
+        # changes as fit in FOCUSED_CALLS tool calls (L2); a thorough one explores more, scores
+        # more, searches two-change plans and checks the network-wide effect (L3). A ticket that
+        # names its fix is applied directly (L1) or after one what_if (L2).
+        named = requested_change(text)
+        self.focused = self.rng.random() < (SHORT_NAMED if named is not None else FOCUSED)
         tool, args = reader(prim)
         r0 = yield from self.call(tool, args, self.think("measure"))
         v0 = extract(prim, tool, r0)
@@ -513,19 +697,24 @@ class Planner:
                     f"{fmt(v0)}, which meets the target of {fmt(prim['value'])}; no change is "
                     f"needed.")
         plan: list[dict[str, Any]] = []
-        named = requested_change(text)
+        scored: list[tuple[int, float, dict[str, Any]]] = []
+        ctx: dict[str, Any] = {}
         if named is not None:
             # The task names its fix: check the prediction first unless focused, then apply.
             if not self.focused:
                 yield from self.call("what_if", {"change": named},
                                      self.think("whatif", c=describe_change(named)))
-            scored = []
             plan = [named]
         else:
             ctx = yield from self.explore(prim, r0)
             self.serving = ctx.get("cell") if ctx.get("kind") == "ue" else None
-            cands = self.candidates(prim, ctx)[: 3 if self.focused else
-                                                self.cfg.max_candidates]
+            cands = self.candidates(prim, ctx)
+            if self.focused:
+                # Leave room for apply, re-measure and the side conditions' re-reads.
+                room = FOCUSED_CALLS - self.steps - 2 - min(len(others), 2)
+                cands = cands[:max(1, min(3, room))]
+            else:
+                cands = cands[:self.cfg.max_candidates]
             scored = yield from self.score(cands, prim, others, v0, offered)
         if scored:
             best = scored[0]
@@ -555,7 +744,17 @@ class Planner:
             t2, a2 = reader(c)
             r2 = yield from self.call(t2, a2, self.think("constraint"))
             after_others.append(extract(c, t2, r2))
-        return self.report(prim, others, v0, v1, after_others, applied)
+        net = False
+        if applied and not self.focused and self.budget(2) and \
+                self.rng.random() < (0.5 if named is None else 0.4):
+            # Before/after at network level: did the fix cost the rest of the network?
+            d = yield from self.call("kpi_delta", {"baseline": "initial"},
+                                     self.think("delta"))
+            net = d is not None
+        if applied and not self.focused and named is None and self.budget(2) and \
+                self.rng.random() < 0.3:
+            yield from self.call("get_change_history", {}, self.think("history"))
+        return self.report(prim, others, v0, v1, after_others, applied, net)
 
     def explore(self, prim: dict[str, Any], r0: dict[str, Any] | None
                 ) -> Generator[str, Obs | None, dict[str, Any]]:
@@ -563,15 +762,14 @@ class Planner:
         kind, _, idx = prim["target"].partition(":")
         m = prim["metric"]
         ctx: dict[str, Any] = {"kind": kind, "metric": m}
+        thorough = not self.focused
         if kind == "ue" and idx != "*":
             u = int(idx)
             ctx["ue"] = u
             ctx["cell"] = r0.get("serving_cell") if r0 else None
             ctx["qci"] = r0.get("qci") if r0 else None
             if m in ("delay_ms", "sla_ok"):
-                cfg = yield from self.call("get_ue_config", {"ue": u},
-                                           "Where does this UE's application run?")
-                ctx["server"] = cfg.get("server") if cfg else None
+                ctx["server"] = yield from self._server_of(u)
             if m != "handovers":
                 meas = yield from self.call("get_ue_measurements", {"ue": u},
                                             self.think("measurements"))
@@ -580,17 +778,28 @@ class Planner:
                               c["cell"] != meas["serving_cell"] and c["rsrp_dbm"] is not None]
                     if others:
                         ctx["neighbor"] = max(others, key=lambda c: c["rsrp_dbm"])["cell"]
+            if thorough and m == "dl_throughput_mbps" and r0 and \
+                    r0.get("sinr_db") is not None and self.rng.random() < 0.3:
+                # What a 6 dB stronger signal would be worth in CQI terms.
+                yield from self.call("sinr_to_cqi", {"sinr_db": round(r0["sinr_db"] + 6.0, 1)},
+                                     self.think("cqi"))
+            if thorough and ctx["cell"] is not None and self.rng.random() < 0.6:
+                yield from self._sharers(ctx, exclude=u)
         elif kind == "cell" and idx != "*":
             ctx["cell"] = int(idx)
+            if thorough and m == "prb_utilization" and self.rng.random() < 0.5:
+                yield from self._sharers(ctx, exclude=None)
         elif kind == "qci" and r0 and r0.get("slices") and r0["slices"][0]["violating_ues"]:
+            if thorough and self.rng.random() < 0.5:
+                yield from self.call("get_slice_membership", {"qci": int(idx)},
+                                     "Who is in this slice?")
             u = r0["slices"][0]["violating_ues"][0]
             k = yield from self.call("get_ue_kpis", {"ue": u},
                                      f"UE {u} violates the slice SLA; look at it.")
-            cfg = yield from self.call("get_ue_config", {"ue": u},
-                                       "Where does its application run?")
+            server = yield from self._server_of(u)
             slow = bool(k and k.get("delay_ms") and k["delay_ms"] > 100)
             ctx.update(kind="ue", ue=u, cell=k.get("serving_cell") if k else None,
-                       qci=int(idx), server=cfg.get("server") if cfg else None,
+                       qci=int(idx), server=server, slice=True,
                        metric="delay_ms" if slow else "dl_throughput_mbps")
             # what_if does not report slice counters: steer on the violating UE instead.
             pm = "delay_ms" if slow else "dl_throughput_mbps"
@@ -619,7 +828,7 @@ class Planner:
             if r and r["ranking"]:
                 ctx["cell"] = r["ranking"][0]["cell"]
                 ctx["kind"], ctx["metric"] = "cell", "prb_utilization"
-        else:  # network-wide rate/delay/SLA or slice goals: work on the worst UE
+        else:  # network-wide rate/delay/SLA or percentile goals: work on the worst UE
             metric = "delay_ms" if "delay" in m else "dl_satisfaction"
             r = yield from self.call("rank_worst_ues", {"metric": metric, "k": 3},
                                      "Which UEs suffer most?")
@@ -627,16 +836,52 @@ class Planner:
                 w = r["ranking"][0]
                 ctx.update(ue=w["ue"], cell=w["serving_cell"], kind="ue",
                            metric="delay_ms" if metric == "delay_ms" else "dl_throughput_mbps")
+                if m not in SUMMARY_KEYS:
+                    # what_if reports no percentile: steer on the worst UE's own rate.
+                    self.proxy = ({"target": f"ue:{w['ue']}", "metric": "dl_throughput_mbps",
+                                   "op": ">=", "value": 0.0}, _num(w.get("value")), None)
         if ctx.get("cell") is not None and self.budget(12):
-            cfg = yield from self.call("get_cell_config", {"cell": ctx["cell"]},
-                                       self.think("config"))
-            ctx["cell_cfg"] = cfg
-            if not self.focused and self.rng.random() < 0.35 and self.budget(14):
+            if m not in ("handovers", "total_handovers") and self.rng.random() < 0.3:
+                lc = yield from self.call("list_cells", {}, self.think("cells"))
+                ctx["cell_cfg"] = next((c for c in lc["cells"] if c["cell"] == ctx["cell"]),
+                                       None) if lc else None
+            else:
+                ctx["cell_cfg"] = yield from self.call("get_cell_config", {"cell": ctx["cell"]},
+                                                       self.think("config"))
+            cfg = ctx["cell_cfg"] or {}
+            if thorough and ctx.get("kind") == "cell" and m == "prb_utilization" and \
+                    cfg.get("bandwidth_rbs") in BANDWIDTHS_RB[:-1] and self.rng.random() < 0.5:
+                wider = BANDWIDTHS_RB[BANDWIDTHS_RB.index(cfg["bandwidth_rbs"]) + 1]
+                yield from self.call("estimate_capacity", {"cell": ctx["cell"],
+                                                           "bandwidth_rbs": wider},
+                                     f"How much capacity would {wider} RBs give this cell?")
+            elif thorough and self.rng.random() < 0.3 and self.budget(14):
                 yield from self.call(self.rng.choice(["get_neighbors", "get_cell_radio_quality"]),
                                      {"cell": ctx["cell"]}, "A little more context on this cell.")
-        if not self.focused and self.rng.random() < 0.25 and self.budget(14):
+        if thorough and self.rng.random() < 0.2 and self.budget(14):
             yield from self.call("get_alarms", {}, "Any alarms that point at the cause?")
         return ctx
+
+    def _server_of(self, u: int) -> Generator[str, Obs | None, str | None]:
+        """Where UE u's application runs: from its configuration or the edge placement."""
+        if self.rng.random() < 0.5:
+            ep = yield from self.call("get_edge_placement", {},
+                                      "Where do the applications run, edge or cloud?")
+            row = next((x for x in ep["ues"] if x["ue"] == u), None) if ep else None
+            return row["server"] if row else None
+        cfg = yield from self.call("get_ue_config", {"ue": u},
+                                   "Where does this UE's application run?")
+        return cfg.get("server") if cfg else None
+
+    def _sharers(self, ctx: dict[str, Any], exclude: int | None
+                 ) -> Generator[str, Obs | None, None]:
+        """Who shares the cell: the heaviest other non-GBR UE is a traffic-shaping candidate."""
+        lu = yield from self.call("list_ues", {"cell": ctx["cell"]},
+                                  self.think("sharers", c=str(ctx["cell"])))
+        if lu:
+            heavy = heaviest(lu["ues"], exclude)
+            if heavy is not None:
+                ctx["heavy"] = (heavy["ue"], heavy["dl_offered_mbps"])
 
     def candidates(self, prim: dict[str, Any], ctx: dict[str, Any]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -657,6 +902,9 @@ class Planner:
             if nxt:
                 out.append({"tool": "set_handover_params", "args": {"cell": cell,
                                                                     "ttt_ms": nxt}})
+            if cfg.get("ho_algorithm", "a3_rsrp") != "none":
+                out.append({"tool": "set_handover_algorithm",
+                            "args": {"cell": cell, "algorithm": "none"}})
             return out
         if ctx.get("ue") is not None and ctx.get("server") == "cloud":
             out.append({"tool": "set_ue_server", "args": {"ue": ctx["ue"], "server": "edge"}})
@@ -666,6 +914,10 @@ class Planner:
         if ctx.get("kind") == "ue" and ctx.get("neighbor") is not None:
             out.append({"tool": "force_handover", "args": {"ue": ctx["ue"],
                                                            "target_cell": ctx["neighbor"]}})
+        if ctx.get("heavy") is not None:
+            hu, hoff = ctx["heavy"]
+            out.append({"tool": "shape_traffic", "args": {
+                "ue": hu, "max_dl_mbps": round(max(0.1, 0.3 * hoff), 2)}})
         if cell is not None and p is not None:
             if ctx.get("kind") == "ue" and m != "delay_ms" and p < 46:
                 out.append({"tool": "set_tx_power", "args": {
@@ -680,9 +932,13 @@ class Planner:
                 BANDWIDTHS_RB.index(bw) + 2 < len(BANDWIDTHS_RB):
             out.append({"tool": "set_bandwidth", "args": {
                 "cell": cell, "bandwidth_rbs": BANDWIDTHS_RB[BANDWIDTHS_RB.index(bw) + 2]}})
-        if ctx.get("qci") in (1, 2, 3, 4) and cell is not None and \
+        if ctx.get("qci") in GBR and cell is not None and \
                 cfg.get("scheduler") not in ("pss", "cqa"):
             out.append({"tool": "set_scheduler", "args": {"cell": cell, "scheduler": "pss"}})
+        if ctx.get("slice") and ctx.get("ue") is not None and ctx.get("qci") in (5, 7):
+            # A bearer mapped to a stricter class than its traffic needs: best effort (QCI 9)
+            # has the loosest delay budget.
+            out.append({"tool": "set_ue_qci", "args": {"ue": ctx["ue"], "qci": 9}})
         return out
 
     def _value(self, wi: dict[str, Any], prim: dict[str, Any], others: list[dict[str, Any]],
@@ -774,7 +1030,8 @@ class Planner:
         return best
 
     def report(self, prim: dict[str, Any], others: list[dict[str, Any]], v0: float | None,
-               v1: float | None, after_others: list[float | None], applied: list[str]) -> str:
+               v1: float | None, after_others: list[float | None], applied: list[str],
+               net: bool = False) -> str:
         label = LABEL.get(prim["metric"], prim["metric"].replace("_", " "))
         who = {"network": "the network"}.get(prim["target"], prim["target"].replace(":", " ")
                                              .replace("ue ", "UE ").replace("cell *", "all cells"))
@@ -798,6 +1055,10 @@ class Planner:
                    self.rng.choice([f"The target of {fmt(prim['value'])} is not reached.",
                                     "The success criterion is still not met.",
                                     "This falls short of the target."]))
+        if net:
+            side += self.rng.choice([" I also compared the whole network with its initial "
+                                     "state.", " The network-wide comparison with the initial "
+                                     "state is in the log above."])
         return f"{what} {move}{side} {verdict}"
 
 
@@ -831,33 +1092,70 @@ def question_of(text: str) -> str:
     return " ".join(parts[i] for i in asks)
 
 
+# The vocabulary of multi-step questions, shared with the task writer (forge.teacher.proposer)
+# which phrases them: per-UE KPIs and aggregations by the words a question uses for them.
+AGG_METRICS = {"downlink throughput": "dl_throughput_mbps", "end-to-end delay": "delay_ms",
+               "sinr": "sinr_db", "satisfaction": "dl_satisfaction", "rsrp": "rsrp_dbm"}
+AGG_WORDS = {"mean": "mean", "average": "mean", "total": "sum", "minimum": "min",
+             "maximum": "max"}
+_M = "(?P<metric>" + "|".join(AGG_METRICS) + ")"
+_A = "(?P<agg>" + "|".join(AGG_WORDS) + ")"
+AGG_CELL_RE = re.compile(r"which cell'?s ues (?:have|see|get) the (?P<hl>highest|lowest) "
+                         + _A + " " + _M)
+PCT_CELL_RE = re.compile(r"which cell has the (?P<hl>highest|lowest) (?P<p>\d+)(?:th|st|nd|rd)"
+                         r"[- ]percentile (?:ue )?" + _M)
+GAP_CELL_RE = re.compile(r"largest gap between the mean and the " + _A + " " + _M)
+SPREAD_CELL_RE = re.compile(r"largest spread between (?:its |the )?(?P<p1>\d+)(?:th)? and "
+                            r"(?:its |the )?(?P<p2>\d+)(?:th)?[- ]percentile (?:ue )?" + _M)
+AGG_SLICE_RE = re.compile(r"which slice(?: \(qci\))? has the (?P<hl>highest|lowest) " + _A
+                          + " " + _M)
+WHATIF_BUSY_RE = re.compile(r"if cell (?P<cell>\d+) were (?:(?P<off>switched off)|widened to "
+                            r"(?P<rbs>\d+) (?:rbs|resource blocks))")
+CAPACITY_RE = re.compile(r"capacity .*?cell (?P<cell>\d+) .*?(?P<rbs>\d+) (?:rbs|resource "
+                         r"blocks)")
+CQI_GAIN_RE = re.compile(r"sinr (?:rose|improved|went up) by (?P<d>\d+(?:\.\d+)?) ?db")
+CQI_OF_RE = re.compile(r"cqi\)? .*?sinr of (?P<sinr>-?\d+(?:\.\d+)?) ?db")
+LIST_MAX = {"transmits at the highest power": "tx_power_dbm",
+            "has the widest bandwidth": "bandwidth_rbs", "serves the most ues": "n_ues"}
+LIST_MAX_RE = re.compile(r"which cell (?P<what>" + "|".join(LIST_MAX) + ")")
+HEAVY_UE_RE = re.compile(r"which (?:ue|terminal) (?:of|on) cell \d+ (?:asks for|requests|"
+                         r"offers) the most downlink")
+SERVER_OF_RE = re.compile(r"(?:edge|cloud),? or (?:in )?(?:the )?(?:edge|cloud)")
+
+
 def _ids(pat: str, text: str) -> int | None:
     m = re.search(pat, text)
     return int(m.group(1)) if m else None
 
 
-# How the planner (and the task writer) names a configure call, one phrase per tool. The same
-# table reads a phrase back: a task that names its fix ("fix it by widening cell 2 to 50 RBs")
-# is solved by applying that change. Field types come from the tool's JSON Schema.
-CHANGE_PHRASES = {
-    "set_bandwidth": "widening cell {cell} to {bandwidth_rbs} RBs",
-    "set_tx_power": "setting cell {cell} to {tx_power_dbm} dBm",
-    "force_handover": "moving UE {ue} to cell {target_cell}",
-    "set_ue_server": "serving UE {ue} from the {server}",
-    "graceful_degradation": "scaling cell {cell}'s non-GBR traffic by {factor}",
-    "set_scheduler": "switching cell {cell} to the {scheduler} scheduler",
-    "set_cell_state": "switching cell {cell} {active}",
+# How the planner (and the task writer) names a configure call: one or more phrases per tool
+# (a tool with optional arguments has one phrase per argument set). The same table reads a phrase
+# back: a task that names its fix ("fix it by widening cell 2 to 50 RBs") is solved by applying
+# that change. Field types come from the tool's JSON Schema.
+CHANGE_PHRASES: dict[str, tuple[str, ...]] = {
+    "set_bandwidth": ("widening cell {cell} to {bandwidth_rbs} RBs",),
+    "set_tx_power": ("setting cell {cell} to {tx_power_dbm} dBm",),
+    "force_handover": ("moving UE {ue} to cell {target_cell}",),
+    "set_ue_server": ("serving UE {ue} from the {server}",),
+    "graceful_degradation": ("scaling cell {cell}'s non-GBR traffic by {factor}",),
+    "set_scheduler": ("switching cell {cell} to the {scheduler} scheduler",),
+    "set_cell_state": ("switching cell {cell} {active}",),
+    "set_handover_params": ("setting cell {cell}'s handover hysteresis to {hysteresis_db} dB",
+                            "setting cell {cell}'s time-to-trigger to {ttt_ms} ms"),
+    "set_handover_algorithm": ("setting cell {cell}'s handover algorithm to {algorithm}",),
+    "set_ue_qci": ("remapping UE {ue}'s bearer to QCI {qci}",),
+    "shape_traffic": ("capping UE {ue}'s downlink at {max_dl_mbps} Mbps",),
 }
 _UE = r"(?:ue|terminal|user equipment)"  # the action paraphraser's words for a UE
 _FIELD_RE = {"integer": r"(\d+)", "number": r"(-?\d+(?:\.\d+)?)", "boolean": r"(on|off)",
-             "string": r"([a-z]+)"}
+             "string": r"([a-z][a-z0-9_]*)"}
 
 
-def _phrase_re(tool: str) -> tuple[re.Pattern[str], list[tuple[str, str]]]:
+def _phrase_re(template: str, tool: str) -> tuple[re.Pattern[str], list[tuple[str, str]]]:
     props = BY_NAME[tool].args["properties"]
     fields: list[tuple[str, str]] = []
     out = ""
-    for lit, name, _, _ in string.Formatter().parse(CHANGE_PHRASES[tool].lower()):
+    for lit, name, _, _ in string.Formatter().parse(template.lower()):
         out += re.escape(lit).replace(r"ue\ ", _UE + r"\ ")
         if name:
             typ = props[name].get("type", "string")
@@ -866,13 +1164,13 @@ def _phrase_re(tool: str) -> tuple[re.Pattern[str], list[tuple[str, str]]]:
     return re.compile(out), fields
 
 
-_CHANGE_RE = {tool: _phrase_re(tool) for tool in CHANGE_PHRASES}
+_CHANGE_RE = [(tool, *_phrase_re(t, tool)) for tool, ts in CHANGE_PHRASES.items() for t in ts]
 
 
 def requested_change(text: str) -> dict[str, Any] | None:
     """The configure call an instruction asks for by name, if any."""
     low = text.lower()
-    for tool, (rx, fields) in _CHANGE_RE.items():
+    for tool, rx, fields in _CHANGE_RE:
         m = rx.search(low)
         if not m:
             continue
@@ -887,11 +1185,11 @@ def requested_change(text: str) -> dict[str, Any] | None:
 
 def describe_change(c: dict[str, Any]) -> str:
     a, t = c["args"], c["tool"]
-    if t in CHANGE_PHRASES:
-        return CHANGE_PHRASES[t].format(**{k: ("on" if v else "off") if isinstance(v, bool)
-                                           else v for k, v in a.items()})
-    if t == "set_handover_params":
-        return f"tuning cell {a['cell']}'s handover parameters"
+    for template in CHANGE_PHRASES.get(t, ()):
+        names = {f for _, f, _, _ in string.Formatter().parse(template) if f}
+        if names == set(a):
+            return template.format(**{k: ("on" if v else "off") if isinstance(v, bool)
+                                       else v for k, v in a.items()})
     return t
 
 

@@ -20,12 +20,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from forge.gym import handlers as H
+from forge.gym import kpis as K
 from forge.gym.env import CachedModel
-from forge.gym.goals import UNCERTAIN_K, lookup
+from forge.gym.goals import UNCERTAIN_K, TaskGoal, evaluate, lookup
 from forge.gym.kpis import KpiView
-from forge.scenario import Scenario
-from forge.teacher.policy import Planner, PolicyConfig, describe_change
+from forge.scenario import BANDWIDTHS_RB, Scenario
+from forge.teacher.policy import (
+    AGG_METRICS,
+    AGG_WORDS,
+    LIST_MAX,
+    Planner,
+    PolicyConfig,
+    describe_change,
+    heaviest,
+)
 from forge.teacher.prompts import SNAPSHOT_HEAD
 
 Resolver = Callable[[str], Scenario | None]
@@ -374,8 +385,138 @@ _CELL_REF: dict[str, tuple[str, str, dict[str, float]]] = {
     "qa_cell_txp": ("tx_power_dbm", "number", {"tol_abs": 0.01}),
     "qa_cell_bw": ("bandwidth_rbs", "integer", {}),
 }
+# Multi-step questions (see `TaskWriter._qa_multi`). Every sentence is a question (a question
+# mark), so the planner reads it and not the framing; the key phrases are the ones the planner's
+# regexes (forge.teacher.policy AGG_CELL_RE ...) look for.
+MULTI_TEXT = {
+    "qa_cell_agg": [
+        "Across the active cells, which cell's UEs have the {hl} {agg} {ml}? Give the index.",
+        "Comparing cell by cell, which cell's UEs see the {hl} {agg} {ml}?",
+        "Which cell's UEs get the {hl} {agg} {ml} in this network?",
+        "Per cell, over the UEs it serves: which cell's UEs have the {hl} {agg} {ml}?",
+        "Looking at each cell's own UEs, which cell's UEs see the {hl} {agg} {ml}?"],
+    "qa_cell_pct": [
+        "Which cell has the {hl} {p}th-percentile UE {ml}?",
+        "Comparing the cells, which cell has the {hl} {p}th percentile {ml} among its UEs?",
+        "Over the UEs of each cell, which cell has the {hl} {p}th-percentile {ml}?",
+        "Which cell has the {hl} {p}th percentile UE {ml}? Report its index."],
+    "qa_cell_gap": [
+        "Which cell has the largest gap between the mean and the {agg} {ml} of its UEs?",
+        "Find the cell with the largest gap between the mean and the {agg} {ml} of the UEs it "
+        "serves: which one is it?",
+        "Where is service least even: which cell shows the largest gap between the mean and "
+        "the {agg} {ml} over its UEs?",
+        "Which cell's UEs are the most uneven, i.e. which cell has the largest gap between the "
+        "mean and the {agg} {ml}?"],
+    "qa_cell_spread": [
+        "Which cell has the largest spread between its {p1}th and {p2}th percentile UE {ml}?",
+        "Which cell shows the largest spread between the {p1}th and the {p2}th percentile "
+        "{ml} of its UEs?",
+        "Find the least uniform cell: which has the largest spread between its {p1}th and "
+        "{p2}th-percentile {ml}?"],
+    "qa_slice_agg": [
+        "Which slice (QCI) has the {hl} {agg} {ml}?",
+        "Across the slices, which slice has the {hl} {agg} {ml}? Give the QCI.",
+        "Comparing the slices by their UEs, which slice has the {hl} {agg} {ml}?"],
+    "qa_whatif_busy": [
+        "If cell {c} were switched off, which cell would be the most loaded according to the "
+        "model's prediction?",
+        "Before we act: if cell {c} were switched off, which cell would carry the highest PRB "
+        "utilisation, as predicted?",
+        "If cell {c} were widened to {rbs} RBs, which cell would be the busiest by predicted "
+        "PRB utilisation?",
+        "Planning check: if cell {c} were widened to {rbs} resource blocks, which cell would "
+        "the model expect to be the most loaded?"],
+    "qa_capacity": [
+        "What downlink capacity (Mbps) would cell {c} have with {rbs} RBs, by the closed-form "
+        "estimate?",
+        "By the closed-form estimate, what capacity would cell {c} offer its current UEs at "
+        "{rbs} RBs (Mbps)?",
+        "How much downlink capacity would cell {c} reach with {rbs} resource blocks (Mbps)?"],
+    "qa_cqi_of": [
+        "Which CQI does an LTE UE report at an SINR of {x} dB?",
+        "What CQI corresponds to an SINR of {x} dB?",
+        "Which channel quality indicator (CQI) goes with an SINR of {x} dB?"],
+    "qa_cqi_gain": [
+        "If UE {ue}'s SINR rose by {d} dB, which CQI would it report?",
+        "Which CQI would UE {ue} report if its SINR improved by {d} dB?",
+        "Suppose UE {ue}'s SINR went up by {d} dB: what CQI would it then report?"],
+    "qa_list_max": [
+        "Which cell {what}?", "Looking at the cell list, which cell {what}?",
+        "Of the {n_cells} cells, which cell {what}? Give its index."],
+    "qa_heavy_ue": [
+        "Which UE of cell {c} asks for the most downlink traffic?",
+        "Which terminal on cell {c} requests the most downlink traffic?",
+        "On the cell list of UEs: which UE on cell {c} offers the most downlink load?"],
+    "qa_server_of": [
+        "Is UE {ue}'s application served from the edge or the cloud?",
+        "Does UE {ue} reach its server at the edge or in the cloud? Answer edge or cloud.",
+        "Where does UE {ue}'s application run: edge or cloud?"],
+}
+MULTI_PATTERNS = ("qa_cell_agg", "qa_cell_pct", "qa_cell_gap", "qa_cell_spread", "qa_slice_agg",
+                  "qa_whatif_busy", "qa_capacity", "qa_cqi_of", "qa_cqi_gain", "qa_list_max",
+                  "qa_heavy_ue", "qa_server_of")
+# Which question patterns can come out at which difficulty (by the calls their answer takes).
+QA_TIERS: dict[str, tuple[str, ...]] = {
+    "L2": ("qa_cell_agg", "qa_cell_pct", "qa_cell_gap", "qa_cell_spread", "qa_slice_agg"),
+    "L3": ("qa_cell_gap", "qa_cell_spread", "qa_cell_agg", "qa_cell_pct"),
+}
+# The tier mix asked of qa proposals (L1/L2/L3). L2/L3 questions verify a little less often
+# than one-call ones, so they are asked for slightly above the 30/45/25 target.
+QA_TIER_WEIGHTS = (0.28, 0.46, 0.26)
+# Of the L1 questions, the share drawn from the one-call patterns added with the tools they
+# cover (CQI, capacity, scheduler and server counts, what-if); the rest from the classic ones.
+NEW_L1_SHARE = 0.4
+NEW_L1 = ("qa_whatif_busy", "qa_capacity", "qa_cqi_of", "qa_cqi_gain", "qa_list_max",
+          "qa_heavy_ue", "qa_server_of")
+# How often a guided ticket names each fix (relative weights among the changes that reach the
+# goal): the planner's search mostly finds bandwidth and power changes, so the named fixes lean
+# towards the other tools, which a model must also learn to apply.
+FIX_WEIGHT = {"set_bandwidth": 1.0, "set_tx_power": 1.0, "force_handover": 1.5,
+              "set_ue_server": 1.5, "graceful_degradation": 1.5, "set_cell_state": 1.0,
+              "set_scheduler": 6.0, "set_handover_params": 3.0, "set_handover_algorithm": 3.0,
+              "set_ue_qci": 6.0, "shape_traffic": 4.0}
+
+
+def tier_of(calls: int) -> str:
+    return "L1" if calls <= 3 else "L2" if calls <= 7 else "L3"
+
+
+def _agg(xs: list[float], agg: str) -> float:
+    return {"mean": sum(xs) / len(xs), "sum": sum(xs), "min": min(xs), "max": max(xs)}[agg]
+
+
+def _clear_winner(score: dict[int, float], hl: str, metric: str, scale: list[float]
+                  ) -> int | None:
+    """The extreme entity when it stands out by a margin that measurement noise (2 % on rates
+    and delays, 0.5 dB on radio metrics) cannot close; else None."""
+    order = sorted(score, key=lambda k: score[k], reverse=hl in ("highest", "largest"))
+    gap = abs(score[order[0]] - score[order[1]])
+    if metric in ("sinr_db", "rsrp_dbm"):
+        return order[0] if gap >= 1.5 else None
+    ref = max(max(abs(x) for x in scale), 1e-6)
+    return order[0] if gap >= 0.1 * ref else None
+
+
+_GOAL = TypeAdapter(TaskGoal)
+
+
+def certainly_unmet(goal: dict[str, Any], v: KpiView) -> bool:
+    """Whether the goal fails on the view and its uncertainty band cannot overturn that."""
+    r = evaluate(_GOAL.validate_python(goal), v)
+    return not r.holds and r.certain
+
+
+class _ScenarioOnly:
+    """What the closed-form capacity handler reads of an env: its scenario."""
+
+    def __init__(self, scn: Scenario) -> None:
+        self.scenario = scn
+
+
 # Patterns whose tasks may name the change to make (see `_action`), and how they say it.
-GUIDED_PATTERNS = ("ue_throughput", "ue_delay", "cell_load", "net_satisfaction", "slice_sla")
+GUIDED_PATTERNS = ("ue_throughput", "ue_delay", "cell_load", "net_satisfaction", "slice_sla",
+                   "handovers")
 GUIDE = ["The diagnosis is done: fix it by {c}.", "Engineering suggests {c}; do that.",
          "Apply the agreed fix, {c}.", "The approved change is {c}.",
          "Planning already decided on {c}: apply it."]
@@ -384,7 +525,8 @@ ACTION_PATTERNS = ("ue_throughput", "ue_delay", "cell_load", "energy", "net_sati
 # qa_sla_count stays a seed pattern but is not proposed: near a budget, measurement noise flips
 # SLA verdicts, so half of its answers disagree with the noiseless check.
 QA_PATTERNS = tuple(p for p in QA_TEXT if p != "qa_sla_count") + tuple(SNAP_TEXT) + (
-    "qa_concept",)
+    "qa_concept",) + MULTI_PATTERNS
+QA_L1 = tuple(p for p in QA_PATTERNS if p not in QA_TIERS["L2"])
 PATTERNS = ACTION_PATTERNS + QA_PATTERNS
 
 
@@ -419,11 +561,21 @@ class TaskWriter:
             if rng.random() < self.mistake_rate:
                 lines.append(self._bad(rng, scenarios))
                 continue
+            tier = None
+            if allowed is QA_PATTERNS:
+                # A question's difficulty is the number of calls its answer takes: choose the
+                # tier first (the training set wants 30/45/25), then a pattern that can give it.
+                tier = rng.choices(("L1", "L2", "L3"), weights=QA_TIER_WEIGHTS)[0]
+                if tier == "L1":
+                    allowed = NEW_L1 if rng.random() < NEW_L1_SHARE else QA_L1
+                else:
+                    allowed = QA_TIERS[tier]
             mine = [p for p in pats if p in allowed]
-            for _ in range(8):  # a pattern may not fit a scenario: try another pair
-                # Half from the examples (Self-Instruct's inspiration), half from every pattern
-                # of the kind: at 80 % the seeds' patterns saturated (a third of the proposals
-                # past 10k tasks were near-duplicates of them) while others went unused.
+            for _ in range(12 if tier in ("L2", "L3") else 8):
+                # A pattern may not fit a scenario: try another pair. Half from the examples
+                # (Self-Instruct's inspiration), half from every pattern of the kind: at 80 %
+                # the seeds' patterns saturated (a third of the proposals past 10k tasks were
+                # near-duplicates of them) while others went unused.
                 pattern = rng.choice(mine) if mine and rng.random() < 0.5 else \
                     rng.choice(allowed)
                 s = rng.choice(scenarios)
@@ -431,7 +583,7 @@ class TaskWriter:
                 if scn is None:
                     continue
                 p = self.instantiate(str(pattern), scn, rng)
-                if p is not None:
+                if p is not None and (tier is None or p.difficulty == tier):
                     lines.append(p.to_json())
                     break
         return "\n".join(lines)
@@ -465,6 +617,10 @@ class TaskWriter:
             return None
         p = (self._action(pattern, scn, v, rng) if pattern in ACTION_PATTERNS
              else self._qa(pattern, scn, v, rng))
+        if p is not None and p.kind == "action" and not certainly_unmet(p.goal, v):
+            # The problem must be certain under the model: the goal fails at every edge of the
+            # uncertainty band now (else "fixing" it may be fixing nothing).
+            return None
         if p is not None and text is not None:
             try:
                 p.instruction = text.format(**self._last_kw)
@@ -546,7 +702,7 @@ class TaskWriter:
             {"target": target, "metric": metric, "op": ">=" if better > 0 else "<=",
              "value": 0.0}, ctx)
         outs: list[tuple[float, dict[str, Any]]] = []
-        for c in cands[:4]:
+        for c in cands[:6 if reachable else 4]:
             try:
                 new = H.CONFIGURE[c["tool"]](scn, c["args"]).scenario
             except H.ToolError:
@@ -557,9 +713,19 @@ class TaskWriter:
                 outs.append((val, c))
         if not outs or start is None:
             return None
-        best, change = max(outs, key=lambda o: o[0] * better)
+        floor = 0.05 * max(abs(v0), 1e-3)
+        if reachable:
+            # A guided ticket names one change that reaches the goal; rarer fixes are named
+            # more often (FIX_WEIGHT) so that every configure tool is taught as a fix.
+            ok = [o for o in outs if (o[0] - start) * better >= floor]
+            if not ok:
+                return None
+            best, change = rng.choices(ok, weights=[FIX_WEIGHT.get(o[1]["tool"], 1.0)
+                                                    for o in ok])[0]
+        else:
+            best, change = max(outs, key=lambda o: o[0] * better)
         gain = (best - start) * better
-        if gain < 0.05 * max(abs(v0), 1e-3):
+        if gain < floor:
             return None
         frac = rng.uniform(0.3, 0.85) if reachable or rng.random() < 0.75 else \
             rng.uniform(1.02, 1.25)
@@ -573,6 +739,13 @@ class TaskWriter:
             ctx["cell_cfg"] = {"bandwidth_rbs": c.bandwidth_rbs, "tx_power_dbm": c.tx_power_dbm,
                                "scheduler": c.scheduler, "ho_hysteresis_db": c.ho_hysteresis_db,
                                "ho_ttt_ms": c.ho_ttt_ms}
+        if cell is not None:
+            ctx["cell_cfg"]["ho_algorithm"] = scn.cells[cell].ho_algorithm
+            mine = [{"ue": u["ue"], "qci": u["qci"], "dl_offered_mbps": u["dl_offered_mbps"]}
+                    for u in v.ues if u["serving_cell"] == cell]
+            heavy = heaviest(mine, ue)
+            if heavy is not None:
+                ctx["heavy"] = (heavy["ue"], heavy["dl_offered_mbps"])
         if ue is not None:
             ctx["server"] = scn.ues[ue].server
             ctx["qci"] = scn.ues[ue].qci
@@ -665,10 +838,19 @@ class TaskWriter:
             kw.update(ho=_r(ho, 1))
         else:
             return None
-        ctx = self._ctx(scn, v, u, cell, kind, "dl_throughput_mbps"
-                        if pattern in ("net_satisfaction", "slice_sla") else metric)
+        steer = metric
+        if pattern == "net_satisfaction":
+            steer = "dl_throughput_mbps"
+        elif pattern == "slice_sla":
+            # The planner steers on the first violating UE: its delay when that is what breaks
+            # (over 100 ms), else its rate.
+            slow = u is not None and (ues[u]["delay_ms"] or 0.0) > 100
+            steer = "delay_ms" if slow else "dl_throughput_mbps"
+        ctx = self._ctx(scn, v, u, cell, kind, steer)
         if pattern == "handovers":
             ctx["metric"] = "total_handovers"
+        if pattern == "slice_sla":
+            ctx["slice"] = True
         # Guided tasks name the change to make (a ticket that already holds the diagnosis):
         # short, L1/L2 episodes (measure, maybe what_if, apply, re-measure) next to the
         # search-heavy L3 ones.
@@ -721,6 +903,157 @@ class TaskWriter:
         return Proposal(self._frame(" ".join(p for p in parts if p), "action", scn, rng),
                         "action", diff, scn.family, scn.scenario_id, goal, pattern)
 
+    # -- multi-step questions ---------------------------------------------------------------------
+    def _qa_multi(self, pattern: str, scn: Scenario, v: KpiView, rng: random.Random,
+                  kw: dict[str, Any]) -> Proposal | None:
+        """A question that needs aggregation or comparison across cells or slices, a what-if,
+        or a computation on a reading. Its difficulty is the number of calls the answer takes
+        (a per-cell question costs one call per cell with UEs, plus the listing)."""
+        ues, cells = v.ues, v.cells
+        ans: dict[str, Any]
+        calls = 1
+        if pattern in ("qa_cell_agg", "qa_cell_pct", "qa_cell_gap", "qa_cell_spread"):
+            ml = rng.choice(sorted(AGG_METRICS))
+            metric = AGG_METRICS[ml]
+            per = {c["cell"]: [float(u[metric]) for u in ues if u["serving_cell"] == c["cell"]
+                               and u[metric] is not None]
+                   for c in cells if c["active"] and c["n_ues"] > 0}
+            if len(per) < 2 or not all(per.values()):
+                return None
+            if pattern == "qa_cell_agg":
+                agg = rng.choice(["mean", "average", "total", "minimum", "maximum"]
+                                 if metric == "dl_throughput_mbps" else
+                                 ["mean", "average", "minimum", "maximum"])
+                score = {c: _agg(xs, AGG_WORDS[agg]) for c, xs in per.items()}
+                hl = rng.choice(["highest", "lowest"])
+                kw.update(hl=hl, agg=agg, ml=ml)
+                calls += len(per)
+            elif pattern == "qa_cell_pct":
+                p = rng.choice([10, 25, 50, 75, 90])
+                score = {c: float(K.percentile(xs, p) or 0.0) for c, xs in per.items()}
+                hl = rng.choice(["highest", "lowest"])
+                kw.update(hl=hl, p=p, ml=ml)
+                calls += len(per)
+            elif pattern == "qa_cell_gap":
+                agg = rng.choice(["minimum", "maximum"])
+                score = {c: abs(_agg(xs, "mean") - _agg(xs, AGG_WORDS[agg]))
+                         for c, xs in per.items()}
+                hl = "highest"
+                kw.update(agg=agg, ml=ml)
+                calls += 2 * len(per)
+            else:
+                p1, p2 = rng.choice([(90, 10), (75, 25), (95, 5)])
+                score = {c: abs(float(K.percentile(xs, p1) or 0.0)
+                                - float(K.percentile(xs, p2) or 0.0)) for c, xs in per.items()}
+                hl = "highest"
+                kw.update(p1=p1, p2=p2, ml=ml)
+                calls += 2 * len(per)
+            best = _clear_winner(score, hl, metric, [x for xs in per.values() for x in xs])
+            if best is None:
+                return None
+            ans = {"type": "integer", "value": best}
+        elif pattern == "qa_slice_agg":
+            ml = rng.choice(sorted(AGG_METRICS))
+            metric = AGG_METRICS[ml]
+            per = {q: [float(u[metric]) for u in ues if u["qci"] == q and u[metric] is not None]
+                   for q in sorted({u["qci"] for u in ues})}
+            if len(per) < 2 or not all(per.values()):
+                return None
+            agg = rng.choice(["mean", "average", "minimum", "maximum"])
+            hl = rng.choice(["highest", "lowest"])
+            score = {q: _agg(xs, AGG_WORDS[agg]) for q, xs in per.items()}
+            best = _clear_winner(score, hl, metric, [x for xs in per.values() for x in xs])
+            if best is None:
+                return None
+            kw.update(hl=hl, agg=agg, ml=ml)
+            calls += len(per)
+            ans = {"type": "integer", "value": best}
+        elif pattern == "qa_whatif_busy":
+            act = [c["cell"] for c in cells if c["active"]]
+            c = rng.choice(act)
+            bw = scn.cells[c].bandwidth_rbs
+            if len(act) > 2 and rng.random() < 0.5:
+                change: dict[str, Any] = {"tool": "set_cell_state",
+                                          "args": {"cell": c, "active": False}}
+                kw.update(off=True)
+            elif bw != BANDWIDTHS_RB[-1]:
+                rbs = rng.choice([b for b in BANDWIDTHS_RB if b > bw])
+                change = {"tool": "set_bandwidth", "args": {"cell": c, "bandwidth_rbs": rbs}}
+                kw.update(off=False, rbs=rbs)
+            else:
+                return None
+            try:
+                after = self.model.view(H.CONFIGURE[change["tool"]](scn, change["args"])
+                                        .scenario)[1]
+            except H.ToolError:
+                return None
+            ranked = sorted(after.cells, key=lambda x: (-x["prb_utilization"], x["cell"]))
+            if not after.in_domain or ranked[0]["prb_utilization"] - \
+                    ranked[1]["prb_utilization"] < 0.02:
+                return None
+            kw.update(c=c)
+            ans = {"type": "integer", "value": ranked[0]["cell"]}
+        elif pattern == "qa_capacity":
+            c = rng.choice([x["cell"] for x in cells if x["active"] and x["n_ues"] > 0] or [-1])
+            if c < 0:
+                return None
+            rbs = rng.choice([b for b in BANDWIDTHS_RB if b != scn.cells[c].bandwidth_rbs])
+            r = H.estimate_capacity(_ScenarioOnly(scn),  # type: ignore[arg-type]
+                                    {"cell": c, "bandwidth_rbs": rbs})
+            if r["capacity_mbps"] is None:
+                return None
+            kw.update(c=c, rbs=rbs)
+            ans = {"type": "number", "value": round(float(r["capacity_mbps"]), 3),
+                   "tol_rel": 0.01, "tol_abs": 0.01}
+        elif pattern == "qa_cqi_of":
+            x = round(rng.uniform(-8.0, 24.0), 1)
+            kw.update(x=x)
+            ans = {"type": "integer", "value": K.cqi_of(x)}
+        elif pattern == "qa_cqi_gain":
+            u = rng.randrange(len(ues))
+            s = ues[u]["sinr_db"]
+            d = rng.choice([2, 3, 4, 5, 6])
+            if s is None or min(abs(s + d - t) for t in K.CQI_SINR_DB) < 0.8:
+                # Measurement noise (0.5 dB) must not move the reading across a CQI step.
+                return None
+            kw.update(ue=u, d=d)
+            calls = 2
+            ans = {"type": "integer", "value": K.cqi_of(s + d)}
+        elif pattern == "qa_list_max":
+            what = rng.choice(sorted(LIST_MAX))
+            key = LIST_MAX[what]
+            vals = {i: (c.tx_power_dbm if key == "tx_power_dbm" else c.bandwidth_rbs
+                        if key == "bandwidth_rbs" else cells[i]["n_ues"])
+                    for i, c in enumerate(scn.cells)}
+            order = sorted(vals, key=lambda i: (-vals[i], i))
+            if len(order) < 2 or vals[order[0]] == vals[order[1]]:
+                return None
+            kw.update(what=what)
+            ans = {"type": "integer", "value": order[0]}
+        elif pattern == "qa_heavy_ue":
+            c = rng.choice([x["cell"] for x in cells if x["active"] and x["n_ues"] > 1] or [-1])
+            if c < 0:
+                return None
+            mine = sorted((u for u in ues if u["serving_cell"] == c),
+                          key=lambda u: (-u["dl_offered_mbps"], u["ue"]))
+            if mine[0]["dl_offered_mbps"] == mine[1]["dl_offered_mbps"]:
+                return None
+            kw.update(c=c)
+            ans = {"type": "integer", "value": mine[0]["ue"]}
+        elif pattern == "qa_server_of":
+            u = rng.randrange(len(ues))
+            kw.update(ue=u)
+            ans = {"type": "string", "value": scn.ues[u].server}
+        else:
+            return None
+        self._last_kw = kw
+        bank = MULTI_TEXT[pattern]
+        if pattern == "qa_whatif_busy":
+            bank = [t for t in bank if ("switched off" in t) == kw["off"]]
+        text = self._fill(bank, rng, **kw)
+        return Proposal(self._frame(text, "qa", scn, rng), "qa", tier_of(calls), scn.family,
+                        scn.scenario_id, {"answer": ans}, pattern)
+
     def _qa(self, pattern: str, scn: Scenario, v: KpiView, rng: random.Random
             ) -> Proposal | None:
         ues, cells = v.ues, v.cells
@@ -733,6 +1066,8 @@ class TaskWriter:
         self._last_snapshot = ""
         ans: dict[str, Any]
         diff = "L1"
+        if pattern in MULTI_PATTERNS:
+            return self._qa_multi(pattern, scn, v, rng, kw)
         if pattern == "qa_concept":
             text, val = rng.choice(CONCEPT_TEXT)
             return Proposal(text, "qa", "L1", scn.family, scn.scenario_id,
