@@ -142,11 +142,14 @@ def forge(stage: str = "generate", rounds: int = 2, tasks_per_round: int = 64,
           fan_out: bool = False, api_key_secret_block: str | None = None,
           grid: str = "small", n: int | None = None, target: str = "50k",
           allow_short: bool = False, target_verified: int | None = None,
-          action_share: float = 0.5) -> dict[str, Any]:
+          action_share: float = 0.5, request_timeout: float = 120.0, max_tokens: int = 1024,
+          proposal_max_tokens: int = 4096) -> dict[str, Any]:
     """One flow for every stage. generate: grow the trajectory pool (forge.synth);
     seed: ns-3 runs (grid, n); calibrate: train the Experiment Model; curate: forge.curate
     (target, allow_short). generate also takes target_verified (stop once the store holds that
-    many verified trajectories) and action_share (action/qa mix asked of the teacher)."""
+    many verified trajectories), action_share (action/qa mix asked of the teacher), and for
+    slow endpoints request_timeout (seconds per request), max_tokens (per solving turn) and
+    proposal_max_tokens (per proposal call)."""
     if stage == "generate":
         if api_key_secret_block:
             from forge.teacher.openai_client import SECRET_BLOCK_ENV
@@ -156,7 +159,8 @@ def forge(stage: str = "generate", rounds: int = 2, tasks_per_round: int = 64,
                   "concurrency": concurrency, "db": db, "seed": seed, "model": model,
                   "workers": workers, "base_url": base_url, "llm_model": llm_model,
                   "max_tokens_total": max_tokens_total, "target_verified": target_verified,
-                  "action_share": action_share}
+                  "action_share": action_share, "request_timeout": request_timeout,
+                  "max_tokens": max_tokens, "proposal_max_tokens": proposal_max_tokens}
         return _generate(params, fan_out)
     from forge.__main__ import main as cli
 

@@ -41,6 +41,7 @@ from forge.synth.seeds import load_seeds
 from forge.synth.solve import SolveConfig, needs_retry, solve_async, solve_sync, to_row
 from forge.synth.validate import validate_proposals
 from forge.teacher.base import BudgetExhausted, GenParams, TeacherError
+from forge.teacher.faults import CALL_CONTEXT, EndpointFault
 from forge.teacher.prompts import proposal_prompt
 from verifiers import TrajectoryVerifier
 
@@ -73,6 +74,20 @@ class GenerateConfig:
         "help": "openai: stop cleanly once this many tokens (prompt + completion) were used."})
     native_tools: bool = field(default=False, metadata={
         "help": "openai: also pass the catalogue as native tools (endpoint must support it)."})
+    request_timeout: float = field(default=120.0, metadata={
+        "help": "openai: seconds to wait for one response. A timed-out request is retried "
+                "once, after as long again and at halved concurrency (the server may still be "
+                "generating it); raise this for slow servers (CPU, big models)."})
+    max_retries: int = field(default=6, metadata={
+        "help": "openai: retries of a call after 429 / 5xx / connection faults / bad bodies "
+                "before it is recorded as an endpoint fault (llm_faults)."})
+    max_tokens: int = field(default=1024, metadata={
+        "help": "max_tokens of each solving turn (a longer turn is a `truncated` reject)."})
+    proposal_max_tokens: int = field(default=4096, metadata={
+        "help": "max_tokens of each proposal call (tasks_per_prompt tasks of JSON)."})
+    progress_s: float = field(default=30.0, metadata={
+        "help": "openai: print a progress line this often while requests are in flight "
+                "(0 = never)."})
     examples_per_prompt: int = field(default=8, metadata={
         "help": "In-context examples per proposal prompt (Self-Instruct: 8)."})
     machine_examples: int = field(default=2, metadata={
@@ -111,8 +126,17 @@ class GenerateConfig:
         # Only what shapes the output: rounds can grow, concurrency/workers/db/batch may change.
         keep = {k: v for k, v in asdict(self).items()
                 if k not in ("rounds", "concurrency", "workers", "db", "batch_size",
-                             "max_tokens_total", "target_verified")}
+                             "max_tokens_total", "target_verified", "request_timeout",
+                             "max_retries", "progress_s")}
+        # Token caps shape the output, but at their defaults they stay out of the hash, so
+        # runs started before these flags existed keep their id (and resume).
+        for k in ("max_tokens", "proposal_max_tokens"):
+            if keep[k] == _DEFAULTS[k]:
+                del keep[k]
         return "gen-" + store.hid(keep, n=16)
+
+
+_DEFAULTS = {"max_tokens": 1024, "proposal_max_tokens": 4096}
 
 
 @dataclass
@@ -123,9 +147,19 @@ class GenerateReport:
 
     def summary(self) -> str:
         s = self.stats
-        return (f"{self.gen_run_id}: {self.status}; tasks +{s.get('tasks_added', 0)}, "
-                f"trajectories +{s.get('trajectories_added', 0)} "
-                f"({s.get('verified_added', 0)} verified) in {s.get('elapsed_s', 0):.1f} s")
+        out = (f"{self.gen_run_id}: {self.status}; tasks +{s.get('tasks_added', 0)}, "
+               f"trajectories +{s.get('trajectories_added', 0)} "
+               f"({s.get('verified_added', 0)} verified) in {s.get('elapsed_s', 0):.1f} s")
+        faults = (s.get("llm") or {}).get("faults")
+        if faults:
+            out += (f"; endpoint faults {sum(faults.values())} "
+                    f"({', '.join(f'{k} {v}' for k, v in sorted(faults.items()))}), "
+                    f"{s['llm'].get('given_up', 0)} calls given up")
+        if self.status == "empty":
+            out += ("\nnothing was produced: no task accepted and no trajectory verified for "
+                    "this run (reasons: tables task_rejects, trajectories.reject_reason and "
+                    "llm_faults; `--json` prints them)")
+        return out
 
 
 # --- model and teacher -------------------------------------------------------------------------
@@ -214,7 +248,8 @@ class Generator:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.offline_kw: dict[str, Any] = {"mistake_rate": cfg.mistake_rate,
                                            "max_steps": cfg.max_steps}
-        self.solve_kw = {"max_steps": cfg.max_steps, "max_attempts": cfg.max_attempts}
+        self.solve_kw = {"max_steps": cfg.max_steps, "max_attempts": cfg.max_attempts,
+                         "max_tokens": cfg.max_tokens}
 
     # -- resources -------------------------------------------------------------------------------
     @property
@@ -238,7 +273,9 @@ class Generator:
                     self.con, base_url=self.cfg.base_url, model=self.cfg.llm_model,
                     concurrency=self.cfg.concurrency,
                     max_tokens_total=self.cfg.max_tokens_total,
-                    native_tools=self.cfg.native_tools)
+                    native_tools=self.cfg.native_tools, timeout_s=self.cfg.request_timeout,
+                    max_retries=self.cfg.max_retries, log=self.log)
+                self._teacher.gen_run_id = self.gen_run_id
             else:
                 raise TeacherError(f"unknown teacher {self.cfg.teacher!r} (offline | openai)")
         return self._teacher
@@ -325,12 +362,24 @@ class Generator:
                 [self._describe(s) for s in offered], cfg.tasks_per_prompt,
                 self._n_action(rng))))
         completions = self._run_async(self._chat_many(
-            [(p, GenParams(temperature=1.0, max_tokens=4096,
+            [(p, GenParams(temperature=1.0, max_tokens=cfg.proposal_max_tokens,
                            seed=int(store.hid(self.gen_run_id, rnd, k, n=8), 16)))
-             for k, _, p in prompts]))
+             for k, _, p in prompts], [f"round {rnd} prompt {k}" for k, _, _ in prompts]))
         tasks: list[dict[str, Any]] = []
         rejects: list[dict[str, Any]] = []
         for (k, ex, _), c in zip(prompts, completions, strict=True):
+            if isinstance(c, EndpointFault):
+                # The endpoint kept failing this prompt: a reject with its reason (the
+                # exchanges themselves are llm_faults rows). A round whose every prompt failed
+                # so is proposed again by the next run (store.round_proposed).
+                reason = f"endpoint_{c.kind}"
+                self.reasons[f"propose/{reason}"] += 1
+                rejects.append({"reject_id": "rj-" + store.hid(self.gen_run_id, rnd, k, reason,
+                                                               str(c)),
+                                "gen_run_id": self.gen_run_id, "round": rnd,
+                                "teacher": self.teacher.name, "reason": reason,
+                                "message": str(c)[:1000], "raw_text": ""})
+                continue
             v = validate_proposals(c.text, c.finish_reason, pool=self.pool, index=index,
                                    known_ids=known, rnd=rnd, teacher=self.teacher.name,
                                    gen_run_id=self.gen_run_id,
@@ -423,9 +472,18 @@ class Generator:
                 task, scn_json, r, grid = queue.get_nowait()
                 scn = Scenario.model_validate_json(scn_json)
                 rows = []
+                CALL_CONTEXT.set(("solve", task["task_id"]))
                 for attempt in range(cfg.max_attempts):
-                    ep = await solve_async(task, scn, self.teacher.chat, self.model, cfg,
-                                           attempt)
+                    try:
+                        ep = await solve_async(task, scn, self.teacher.chat, self.model, cfg,
+                                               attempt)
+                    except EndpointFault as e:
+                        # The endpoint kept failing a turn of this episode: the exchanges are
+                        # llm_faults rows; the attempt stores no row, so a task with no row
+                        # at all stays unsolved and the next run solves it.
+                        self.stats["episodes_lost_to_endpoint"] += 1
+                        self.reasons[f"solve/endpoint/{e.kind}"] += 1
+                        break
                     if ex is not None:
                         # Verification replays the episode (CPU): off the event loop, so the
                         # requests in flight keep being served.
@@ -456,17 +514,31 @@ class Generator:
             if isinstance(res, BaseException):
                 raise res
 
-    async def _chat_many(self, reqs: list[tuple[list[dict[str, Any]], GenParams]]) -> list[Any]:
+    async def _chat_many(self, reqs: list[tuple[list[dict[str, Any]], GenParams]],
+                         refs: list[str]) -> list[Any]:
+        """Completions of `reqs`, in order; an EndpointFault in place of a call the endpoint
+        kept failing (any other error propagates)."""
         if self.cfg.teacher == "offline":
             ex = self.executor()
             if ex is not None:  # proposals are written in the workers too
                 return list(ex.map(_complete_offline, reqs))
             return [self.teacher.complete(m, p) for m, p in reqs]
-        return list(await asyncio.gather(*(self.teacher.chat(m, p) for m, p in reqs)))
+
+        async def one(m: list[dict[str, Any]], p: GenParams, ref: str) -> Any:
+            CALL_CONTEXT.set(("propose", ref))  # this coroutine's own context (a task)
+            try:
+                return await self.teacher.chat(m, p)
+            except EndpointFault as e:
+                return e
+
+        return list(await asyncio.gather(*(one(m, p, ref)
+                                           for (m, p), ref in zip(reqs, refs, strict=True))))
 
     def _run_async(self, coro: Any) -> Any:
         """Run a coroutine on the generator's one event loop: the HTTP client's connection
         pool is bound to the loop it was created in, so every round must reuse it."""
+        if self.cfg.teacher == "openai" and self.cfg.progress_s > 0:
+            coro = self._with_progress(coro)
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -478,6 +550,15 @@ class Generator:
 
         with concurrent.futures.ThreadPoolExecutor(1) as ex:
             return ex.submit(asyncio.run, coro).result()
+
+    async def _with_progress(self, coro: Any) -> Any:
+        """Run `coro` with the teacher's progress line printed every progress_s seconds while
+        requests are in flight (a slow endpoint otherwise looks like a hung run)."""
+        hb = asyncio.create_task(self.teacher.heartbeat(self.cfg.progress_s))
+        try:
+            return await coro
+        finally:
+            hb.cancel()
 
     def write(self, rows: list[dict[str, Any]]) -> int:
         if self._teacher is not None and hasattr(self._teacher, "flush"):
@@ -503,6 +584,39 @@ class Generator:
             return True
         return False
 
+    def produced_anything(self) -> bool:
+        """Whether the store holds anything this run's configuration made: a task it accepted
+        or a trajectory its teacher got verified (seeds included). Counted in the store, not
+        in this process, so a rerun of a finished run is not `empty`; a run whose every
+        proposal and episode was rejected (or lost to the endpoint) is."""
+        row = self.con.execute(
+            "SELECT (SELECT count(*) FROM tasks WHERE gen_run_id = ?), (SELECT count(*) FROM "
+            "trajectories x JOIN tasks t USING (task_id) WHERE x.status = 'verified' AND "
+            "x.teacher = ? AND (t.gen_run_id = ? OR t.source = 'seed'))",
+            [self.gen_run_id, self._teacher_name(), self.gen_run_id]).fetchone()
+        accepted, verified = (int(row[0]), int(row[1])) if row else (0, 0)
+        if self.cfg.rounds > 0 and accepted == 0:
+            self.log(f"warning: no proposed task was accepted in {self.cfg.rounds} round(s); "
+                     f"reasons: {self._top_reasons('propose/')}")
+        if verified == 0:
+            self.log(f"warning: no trajectory was verified; reasons: "
+                     f"{self._top_reasons('solve/')}")
+        return accepted + verified > 0
+
+    def _teacher_name(self) -> str:
+        if self._teacher is not None:
+            return str(self._teacher.name)
+        if self.cfg.teacher == "offline":  # solved in worker processes: no teacher here
+            from forge.teacher.offline import NAME
+
+            return NAME
+        return str(self.teacher.name)
+
+    def _top_reasons(self, prefix: str) -> str:
+        top = [(k.removeprefix(prefix), n) for k, n in self.reasons.most_common()
+               if k.startswith(prefix)][:6]
+        return ", ".join(f"{k} {n}" for k, n in top) or "none recorded by this process"
+
     # -- run ---------------------------------------------------------------------------------------
     def run(self) -> GenerateReport:
         t0 = time.perf_counter()
@@ -521,7 +635,7 @@ class Generator:
                 self.log(f"round {rnd}/{self.cfg.rounds}: {dict(self.stats)}")
                 if self.reached_target():
                     break
-            status = "completed"
+            status = "completed" if self.produced_anything() else "empty"
         except BudgetExhausted as e:
             self.log(f"stopping cleanly: {e}")
             status = "budget_exhausted"

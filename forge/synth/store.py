@@ -138,15 +138,22 @@ def unsolved_tasks(con: duckdb.DuckDBPyConnection, where: str, params: list[Any]
 
 
 def round_proposed(con: duckdb.DuckDBPyConnection, gen_run_id: str, rnd: int) -> bool:
+    """Whether round `rnd` got an answer from the teacher: a task or a reject of its text.
+    Prompts the endpoint kept failing (`endpoint_*` rejects) do not count, so a round whose
+    every prompt failed is proposed again by the next run."""
     row = con.execute(
         "SELECT (SELECT count(*) FROM tasks WHERE gen_run_id = ? AND round = ?) + "
-        "(SELECT count(*) FROM task_rejects WHERE gen_run_id = ? AND round = ?)",
+        "(SELECT count(*) FROM task_rejects WHERE gen_run_id = ? AND round = ? AND "
+        "NOT starts_with(reason, 'endpoint_'))",
         [gen_run_id, rnd, gen_run_id, rnd]).fetchone()
     return bool(row and row[0])
 
 
 def start_run(con: duckdb.DuckDBPyConnection, gen_run_id: str, params: dict[str, Any]) -> bool:
-    """Record the run (or mark a resumed one running again); True if it is new."""
+    """Record the run (or mark a resumed one running again) and a new row of
+    generation_attempts; True if the run is new. `generation_runs` shows the latest attempt;
+    the attempts before it keep their own status, parameters and statistics. An attempt still
+    'running' here was killed before it could finish: it becomes 'interrupted'."""
     row = con.execute("SELECT status FROM generation_runs WHERE gen_run_id = ?",
                       [gen_run_id]).fetchone()
     with fdb.transaction(con):
@@ -157,15 +164,34 @@ def start_run(con: duckdb.DuckDBPyConnection, gen_run_id: str, params: dict[str,
             con.execute("UPDATE generation_runs SET status = 'running', params = ?, "
                         "finished_at = NULL WHERE gen_run_id = ?",
                         [json.dumps(params), gen_run_id])
+        con.execute("UPDATE generation_attempts SET status = 'interrupted' "
+                    "WHERE gen_run_id = ? AND status = 'running'", [gen_run_id])
+        con.execute("INSERT INTO generation_attempts (gen_run_id, attempt, params, status) "
+                    "SELECT ?, coalesce(max(attempt) + 1, 0), ?, 'running' "
+                    "FROM generation_attempts WHERE gen_run_id = ?",
+                    [gen_run_id, json.dumps(params), gen_run_id])
     return row is None
 
 
 def finish_run(con: duckdb.DuckDBPyConnection, gen_run_id: str, status: str,
                stats: dict[str, Any]) -> None:
+    """Close the run's latest attempt (and the run's summary row) with `status` and `stats`."""
     with fdb.transaction(con):
         con.execute("UPDATE generation_runs SET status = ?, stats = ?, "
                     "finished_at = current_timestamp WHERE gen_run_id = ?",
                     [status, json.dumps(stats), gen_run_id])
+        con.execute("UPDATE generation_attempts SET status = ?, stats = ?, "
+                    "finished_at = current_timestamp WHERE gen_run_id = ? AND attempt = "
+                    "(SELECT max(attempt) FROM generation_attempts WHERE gen_run_id = ?)",
+                    [status, json.dumps(stats), gen_run_id, gen_run_id])
+
+
+def run_attempts(con: duckdb.DuckDBPyConnection, gen_run_id: str) -> list[dict[str, Any]]:
+    """Every attempt of a run, oldest first: attempt, status, stats, started/finished."""
+    return [{"attempt": r[0], "status": r[1], "stats": json.loads(r[2]) if r[2] else None,
+             "started_at": r[3], "finished_at": r[4]} for r in con.execute(
+        "SELECT attempt, status, stats, started_at, finished_at FROM generation_attempts "
+        "WHERE gen_run_id = ? ORDER BY attempt", [gen_run_id]).fetchall()]
 
 
 def n_verified(con: duckdb.DuckDBPyConnection) -> int:

@@ -8,8 +8,14 @@ token budget.
   key and the stored request contain the model, messages and generation parameters only.
 - Cache: every call is keyed by sha256(model, messages, generation parameters, tools); a hit
   returns the stored response without a request, so a rerun or a resumed run never pays twice.
-- Retries: 429, 5xx, timeouts and connection errors are retried with exponential backoff and
-  jitter (the client's own retries are off so that we count them).
+- Faults: 429 (after its Retry-After), 5xx, connection errors and bodies that are not a chat
+  completion (cut off mid-JSON, garbage) are retried with exponential backoff and jitter (the
+  SDK's own retries are off so that we count them); every failed exchange is a `llm_faults`
+  row. A timed-out request is not retried blindly: the server may still be generating it (most
+  do not cancel abandoned requests), so its slot stays taken for another `timeout_s`, the
+  concurrency limit is halved (it grows back on successes) and a line says so. A call that still
+  fails raises `EndpointFault`: the loop records the task or prompt and goes on. Ten calls given
+  up in a row mean the endpoint is gone: `TeacherUnreachable` stops the run.
 - Budget: once prompt + completion tokens reach `max_tokens_total`, the next uncached call
   raises BudgetExhausted and the loop stops cleanly.
 - Transcripts use role `tool` for observations; on the wire (text protocol) they are sent as
@@ -20,15 +26,21 @@ token budget.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import hashlib
 import json
 import os
 import random
 import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import duckdb
+import httpx
 import openai
+from openai._models import construct_type  # the SDK's own lenient parser
 from openai.types.chat import ChatCompletion
 
 from forge.gym.catalogue import openai_tools
@@ -41,11 +53,83 @@ from forge.teacher.base import (
     TeacherUnreachable,
     estimate_tokens,
 )
+from forge.teacher.faults import CALL_CONTEXT, EndpointFault
+
+__all__ = ["CALL_CONTEXT", "EndpointFault", "OpenAITeacher", "call_key", "resolve_api_key"]
 
 KEY_ENVS = ("FORGE_OPENAI_API_KEY", "OPENAI_API_KEY")
 SECRET_BLOCK_ENV = "FORGE_OPENAI_SECRET_BLOCK"
-RETRYABLE = (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError,
-             openai.APIConnectionError)
+# Statuses worth another try: the server is overloaded or hiccuped. Other 4xx (a bad request,
+# a context too long) would fail again the same way.
+RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
+class _Fault(Exception):
+    """One failed exchange (internal): its kind, HTTP status and the wait the server asked."""
+
+    def __init__(self, kind: str, message: str, status: int | None = None,
+                 retry_after: float | None = None, retry: bool = True) -> None:
+        super().__init__(message)
+        self.kind, self.status, self.retry_after, self.retry = kind, status, retry_after, retry
+
+
+def retry_after_s(headers: Any) -> float | None:
+    """Seconds a 429/503 asks us to wait: `retry-after-ms`, `retry-after` as seconds or as an
+    HTTP date (RFC 9110); None when absent or unreadable."""
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    try:
+        if ms is not None:
+            return max(0.0, float(ms) / 1000)
+    except ValueError:
+        pass
+    v = headers.get("retry-after")
+    if v is None:
+        return None
+    try:
+        return max(0.0, float(v))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(v)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class _Limiter:
+    """Concurrency limit that halves on a timeout (the server is saturated: piling more
+    requests onto it only makes every one of them slower) and grows back by one after `limit`
+    successes in a row, up to the configured concurrency."""
+
+    def __init__(self, limit: int) -> None:
+        self.max = self.limit = max(1, limit)
+        self.in_flight = 0
+        self._ok = 0
+        self._cond = asyncio.Condition()
+
+    async def __aenter__(self) -> None:
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.in_flight < self.limit)
+            self.in_flight += 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        async with self._cond:
+            self.in_flight -= 1
+            self._cond.notify_all()
+
+    def lower(self) -> int:
+        self.limit = max(1, self.limit // 2)
+        self._ok = 0
+        return self.limit
+
+    def success(self) -> None:
+        if self.limit < self.max:
+            self._ok += 1
+            if self._ok >= self.limit:
+                self.limit += 1
+                self._ok = 0
 
 
 def resolve_api_key() -> str:
@@ -79,28 +163,42 @@ class OpenAITeacher:
     def __init__(self, con: duckdb.DuckDBPyConnection | None, base_url: str, model: str,
                  api_key: str, *, concurrency: int = 8, max_tokens_total: int | None = None,
                  native_tools: bool = False, timeout_s: float = 120.0, max_retries: int = 6,
-                 backoff_s: float = 0.5, price_in_per_m: float = 0.0,
-                 price_out_per_m: float = 0.0) -> None:
+                 timeout_retries: int = 1, backoff_s: float = 0.5, max_wait_s: float = 300.0,
+                 give_up_streak: int = 10, price_in_per_m: float = 0.0,
+                 price_out_per_m: float = 0.0, log: Callable[[str], None] | None = None
+                 ) -> None:
         self.con = con
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.name = f"openai:{model}"
+        self.timeout_s = timeout_s
         self.client = openai.AsyncOpenAI(base_url=self.base_url, api_key=api_key,
                                          timeout=timeout_s, max_retries=0)
-        self.sem = asyncio.Semaphore(concurrency)
+        self._limiter: _Limiter | None = None
         self._sem_loop: Any = None
         self.concurrency = concurrency
         self.max_tokens_total = max_tokens_total
         self.tools = openai_tools() if native_tools else None
         self.max_retries = max_retries
+        self.timeout_retries = timeout_retries
         self.backoff_s = backoff_s
+        self.max_wait_s = max_wait_s
+        self.give_up_streak = give_up_streak
         self.price = (price_in_per_m, price_out_per_m)
+        self.log: Callable[[str], None] = log or (lambda m: None)
+        self.gen_run_id: str | None = None  # set by the loop: recorded with each fault
         self._known: set[str] | None = None
         self.call_times: list[float] = []  # completion times, for throughput measurements
         self._pending: dict[str, tuple[dict[str, Any], Completion]] = {}
+        self._pending_faults: list[dict[str, Any]] = []
+        self._in_flight: dict[int, float] = {}  # request serial -> start (progress lines)
+        self._serial = 0
+        self._given_up_in_a_row = 0
         self._last_flush = time.monotonic()
-        self.stats = {"calls": 0, "cache_hits": 0, "retries": 0, "prompt_tokens": 0,
-                      "completion_tokens": 0, "latency_s": 0.0}
+        self.faults: Counter[str] = Counter()
+        self.stats = {"calls": 0, "cache_hits": 0, "retries": 0, "given_up": 0,
+                      "finish_length": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                      "latency_s": 0.0}
 
     @classmethod
     def from_env(cls, con: duckdb.DuckDBPyConnection | None, *, base_url: str | None = None,
@@ -115,11 +213,42 @@ class OpenAITeacher:
         return cls(con, url, name, resolve_api_key(), **kw)
 
     def usage(self) -> dict[str, Any]:
-        s = dict(self.stats)
+        s: dict[str, Any] = dict(self.stats)
         s["est_cost_usd"] = round(s["prompt_tokens"] * self.price[0] / 1e6
                                   + s["completion_tokens"] * self.price[1] / 1e6, 6)
         s["latency_s"] = round(s["latency_s"], 3)
+        # Decode speed as the endpoint delivered it (completion tokens per second of request
+        # latency; with concurrency > 1 the aggregate rate is higher).
+        s["completion_tok_per_s"] = round(s["completion_tokens"] / s["latency_s"], 2) \
+            if s["latency_s"] else 0.0
+        s["faults"] = dict(self.faults)
+        s["concurrency_limit"] = self._limiter.limit if self._limiter else self.concurrency
         return s
+
+    def progress_line(self) -> str | None:
+        """One line on what the endpoint is doing (None when nothing is in flight): a slow
+        server otherwise looks like a hung run."""
+        if not self._in_flight:
+            return None
+        now = time.monotonic()
+        oldest = now - min(self._in_flight.values())
+        s = self.stats
+        rate = s["completion_tokens"] / s["latency_s"] if s["latency_s"] else 0.0
+        lim = self._limiter.limit if self._limiter else self.concurrency
+        faults = ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())) or "none"
+        return (f"waiting on {self.base_url}: {len(self._in_flight)} request(s) in flight "
+                f"(oldest {oldest:.0f} s of a {self.timeout_s:.0f} s timeout), "
+                f"concurrency {lim}/{self.concurrency}; {s['calls']} calls done, "
+                f"{s['completion_tokens']} completion tokens ({rate:.1f} tok/s per request), "
+                f"{s['cache_hits']} cache hits; faults: {faults}")
+
+    async def heartbeat(self, every_s: float) -> None:
+        """Log `progress_line()` every `every_s` seconds while requests are in flight."""
+        while True:
+            await asyncio.sleep(every_s)
+            line = self.progress_line()
+            if line:
+                self.log(line)
 
     async def preflight(self) -> None:
         """Fail early and clearly when the endpoint is down (instead of per task)."""
@@ -176,9 +305,12 @@ class OpenAITeacher:
             self.flush()
 
     def flush(self) -> None:
-        """Write buffered calls to llm_calls in one statement."""
+        """Write buffered calls to llm_calls and faults to llm_faults (one statement each)."""
         self._last_flush = time.monotonic()
-        if self.con is None or not self._pending:
+        if self.con is None:
+            return
+        self._flush_faults()
+        if not self._pending:
             return
         import pyarrow as pa
 
@@ -205,15 +337,38 @@ class OpenAITeacher:
         self._keys().update(k for k, _ in items)
         self._pending.clear()
 
+    FAULT_COLS = ("fault_id", "gen_run_id", "call_key", "kind", "status_code", "try_no",
+                  "outcome", "wait_s", "elapsed_s", "purpose", "ref", "message")
+
+    def _flush_faults(self) -> None:
+        if self.con is None or not self._pending_faults:
+            return
+        rows = self._pending_faults
+        self.con.executemany(
+            f"INSERT INTO llm_faults ({', '.join(self.FAULT_COLS)}) VALUES "
+            f"({', '.join('?' for _ in self.FAULT_COLS)}) ON CONFLICT (fault_id) DO NOTHING",
+            [[r[c] for c in self.FAULT_COLS] for r in rows])
+        self._pending_faults = []
+
+    def _record_fault(self, key: str, f: _Fault, try_no: int, outcome: str, wait_s: float,
+                      elapsed_s: float) -> None:
+        self.faults[f.kind] += 1
+        ctx = CALL_CONTEXT.get() or (None, None)
+        self._pending_faults.append({
+            "fault_id": uuid.uuid4().hex, "gen_run_id": self.gen_run_id, "call_key": key,
+            "kind": f.kind, "status_code": f.status, "try_no": try_no, "outcome": outcome,
+            "wait_s": round(wait_s, 3), "elapsed_s": round(elapsed_s, 3), "purpose": ctx[0],
+            "ref": ctx[1], "message": str(f)[:1000]})
+
     # -- calls -------------------------------------------------------------------------------
-    def _semaphore(self) -> asyncio.Semaphore:
-        # A Semaphore binds to the loop it is first used in; the loop may change between
-        # rounds (asyncio.run per batch), so make one per loop.
+    def _limit(self) -> _Limiter:
+        # asyncio primitives bind to the loop they are first used in; the loop may change
+        # between rounds (asyncio.run per batch), so make one per loop.
         loop = asyncio.get_running_loop()
-        if self._sem_loop is not loop:
-            self.sem = asyncio.Semaphore(self.concurrency)
+        if self._sem_loop is not loop or self._limiter is None:
+            self._limiter = _Limiter(self.concurrency)
             self._sem_loop = loop
-        return self.sem
+        return self._limiter
 
     async def chat(self, messages: list[dict[str, Any]], params: GenParams) -> Completion:
         wire = wire_messages(messages)
@@ -233,40 +388,126 @@ class OpenAITeacher:
             kw["seed"] = params.seed
         if self.tools is not None:
             kw["tools"] = self.tools
-        async with self._semaphore():
-            t0 = time.perf_counter()
-            resp = await self._with_retries(kw)
-            latency = time.perf_counter() - t0
-        c = self._completion(resp, wire, latency)
+        async with self._limit():
+            c = await self._with_retries(key, kw, wire)
         self.stats["calls"] += 1
         self.call_times.append(time.monotonic())
         self.stats["prompt_tokens"] += c.prompt_tokens
         self.stats["completion_tokens"] += c.completion_tokens
-        self.stats["latency_s"] += latency
+        self.stats["latency_s"] += c.latency_s
+        self.stats["finish_length"] += c.finish_reason == "length"
         # The stored request is compact (the transcript itself is in the trajectory): storing
         # every call's whole prefix would grow quadratically with episode length.
         self._store(key, {"n_messages": len(wire), "last": wire[-1]["content"][:2000],
                           "params": p, "tools": bool(self.tools)}, c)
         return c
 
-    async def _with_retries(self, kw: dict[str, Any]) -> Any:
+    async def _exchange(self, kw: dict[str, Any], wire: list[dict[str, str]]) -> Completion:
+        """One HTTP exchange -> a Completion, or a _Fault saying what went wrong."""
+        self._serial += 1
+        serial = self._serial
+        self._in_flight[serial] = time.monotonic()
+        t0 = time.perf_counter()
+        try:
+            # The low-level post skips the SDK's per-message TypedDict transform, which costs
+            # ~8 ms per call on long transcripts (the pipeline must add < 10 %). The body is
+            # parsed here, not by the SDK: a body cut off mid-JSON must be a fault, not a
+            # JSONDecodeError that ends the run.
+            resp = await self.client.post("/chat/completions", body=kw, cast_to=httpx.Response)
+            body = resp.content
+        except openai.APITimeoutError:
+            raise _Fault("timeout", f"no answer within {self.timeout_s:g} s") from None
+        except openai.APIConnectionError as e:
+            cause = e.__cause__ or e
+            raise _Fault("connection", f"{type(cause).__name__}: {cause}") from None
+        except openai.AuthenticationError:
+            raise TeacherError(f"the endpoint at {self.base_url} rejected the API key (set "
+                               f"${KEY_ENVS[0]})") from None
+        except openai.APIStatusError as e:
+            code = e.status_code
+            raise _Fault(f"http_{code}", f"HTTP {code}: {str(e.message)[:300]}", code,
+                         retry_after_s(e.response.headers), code in RETRY_STATUS) from None
+        finally:
+            self._in_flight.pop(serial, None)
+        latency = time.perf_counter() - t0
+        try:
+            data = json.loads(body)
+        except ValueError as e:
+            raise _Fault("bad_body", f"the response body is not JSON ({e}; {len(body)} bytes: "
+                                     f"{body[:120]!r})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or \
+                not data["choices"] or not isinstance(data["choices"][0], dict) or \
+                not isinstance(data["choices"][0].get("message"), dict):
+            raise _Fault("bad_body", f"the response is not a chat completion: "
+                                     f"{json.dumps(data)[:200]}")
+        try:
+            return self._completion(construct_type(type_=ChatCompletion, value=data), wire,
+                                    latency)
+        except (AttributeError, TypeError, ValueError, IndexError, KeyError) as e:
+            raise _Fault("bad_body", f"unreadable chat completion ({e})") from None
+
+    async def _with_retries(self, key: str, kw: dict[str, Any], wire: list[dict[str, str]]
+                            ) -> Completion:
+        timeouts = 0
         for i in range(self.max_retries + 1):
+            t0 = time.perf_counter()
             try:
-                # The low-level post skips the SDK's per-message TypedDict transform, which
-                # costs ~8 ms per call on long transcripts (the pipeline must add < 10 %).
-                return await self.client.post("/chat/completions", body=kw,
-                                              cast_to=ChatCompletion)
-            except RETRYABLE as e:
-                if i == self.max_retries:
-                    if isinstance(e, openai.APIConnectionError | openai.APITimeoutError):
+                c = await self._exchange(kw, wire)
+            except _Fault as f:
+                elapsed = time.perf_counter() - t0
+                if f.kind == "timeout":
+                    timeouts += 1
+                give_up = (not f.retry or i == self.max_retries
+                           or timeouts > self.timeout_retries)
+                if give_up:
+                    self._record_fault(key, f, i, "gave_up", 0.0, elapsed)
+                    self.stats["given_up"] += 1
+                    self._given_up_in_a_row += 1
+                    ctx = CALL_CONTEXT.get()
+                    self.log(f"giving up a call to {self.base_url} after {i + 1} tr"
+                             f"{'y' if i == 0 else 'ies'} ({f}); recorded in llm_faults"
+                             + (f" for {ctx[0]} {ctx[1]}" if ctx else "")
+                             + ("; a slow server needs a larger --request-timeout or smaller "
+                                "--max-tokens / --proposal-max-tokens"
+                                if f.kind == "timeout" else ""))
+                    if f.kind == "timeout":
+                        self._limit().lower()
+                    if self._given_up_in_a_row >= self.give_up_streak:
                         raise TeacherUnreachable(
-                            f"the endpoint at {self.base_url} stopped answering after "
-                            f"{i + 1} tries: {e}") from None
-                    raise TeacherError(f"the endpoint at {self.base_url} kept failing after "
-                                       f"{i + 1} tries: {e}") from None
+                            f"the endpoint at {self.base_url} failed {self._given_up_in_a_row} "
+                            f"calls in a row (last: {f}); stopping the run") from None
+                    raise EndpointFault(f.kind, f"the endpoint at {self.base_url} failed this "
+                                                f"call {i + 1} time(s); last: {f}", i + 1
+                                        ) from None
+                wait = self._wait(f, i)
+                self._record_fault(key, f, i, "retried", wait, elapsed)
                 self.stats["retries"] += 1
-                await asyncio.sleep(self.backoff_s * 2 ** i * (0.5 + random.random()))
+                await asyncio.sleep(wait)
+                continue
+            self._given_up_in_a_row = 0
+            self._limit().success()
+            return c
         raise AssertionError("unreachable")
+
+    def _wait(self, f: _Fault, i: int) -> float:
+        """Back-off before retrying after fault `f` on try `i`."""
+        if f.kind == "timeout":
+            # The server is most likely still generating the abandoned request: sending it
+            # again now would double its work. Keep this slot taken for another timeout
+            # (time for the abandoned generation to finish) and halve the concurrency.
+            lim = self._limit().lower()
+            wait = min(self.timeout_s, self.max_wait_s)
+            self.log(f"a request to {self.base_url} timed out after {self.timeout_s:g} s; the "
+                     f"server may still be generating it, so it is retried once after {wait:g} "
+                     f"s and concurrency is lowered to {lim}. A slow server needs a larger "
+                     f"--request-timeout or smaller --max-tokens / --proposal-max-tokens.")
+            return wait
+        backoff = self.backoff_s * 2 ** i * (0.5 + random.random())
+        if f.retry_after is not None:
+            # Honour the server's Retry-After (a little jitter on top, so that the requests it
+            # turned away do not all come back at the same instant), within max_wait_s.
+            return min(self.max_wait_s, f.retry_after * (1 + 0.1 * random.random()))
+        return min(self.max_wait_s, backoff)
 
     def _completion(self, resp: Any, wire: list[dict[str, str]], latency: float) -> Completion:
         choice = resp.choices[0]
