@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 from forge.gym.closed_form import ClosedFormModel
@@ -86,6 +87,17 @@ def main() -> None:
     # claims: a KPI that was never observed
     d = mut("claims__ungrounded_number")
     msgs(d)[-1]["content"] += " Cell load is now 0.4321 and delay fell to 17.77 ms."
+    # claims: before and after swapped (both figures were observed, at the other time)
+    d = mut("claims__wrong_phase")
+    final = msgs(d)[-1]["content"]
+    m = re.search(r"from (\S+) to (\S+)", final)
+    assert m, final
+    msgs(d)[-1]["content"] = final[:m.start()] + f"from {m[2]} to {m[1]}" + final[m.end():]
+    # claims: a figure observed, but for another metric (the UE's offered rate as its delay)
+    d = mut("claims__misattributed_number")
+    obs = json.loads(msgs(d)[-2]["content"][5:-6])["result"]
+    msgs(d)[-1]["content"] += (f" UE {obs['ue']}'s end-to-end delay is now "
+                               f"{obs['dl_offered_mbps']} ms.")
     for name, d in bad.items():
         (HERE / f"{name}.json").write_text(json.dumps(d, indent=1) + "\n")
     print(f"wrote {len(bad)} files")
