@@ -34,8 +34,13 @@ def main() -> int:
     ap.add_argument("--via", choices=("library", "prefect"), default="library",
                     help="prefect: run the `forge` flow (in a Prefect test harness; the "
                          "harness's start-up is not timed) to measure Prefect's overhead")
+    ap.add_argument("--db", default=None,
+                    help="store to create (default: a fresh temporary one); keep it to read "
+                         "its statistics with benchmarks/bench_data_stats.py")
     args = ap.parse_args()
-    db = str(Path(tempfile.mkdtemp(prefix="forge-bench-")) / "bench.duckdb")
+    db = args.db or str(Path(tempfile.mkdtemp(prefix="forge-bench-")) / "bench.duckdb")
+    if Path(db).exists():
+        raise SystemExit(f"{db} exists: the benchmark needs a fresh store")
     cfg = GenerateConfig(rounds=args.rounds, tasks_per_round=args.tasks_per_round,
                          workers=args.workers, model=args.model, db=db, seed=args.seed,
                          target_verified=args.target_verified)

@@ -343,3 +343,17 @@ def test_export_formats(pool_spec: dict[str, object], tmp_path: Path) -> None:
     assert p["prompt"][1]["content"] == p["instruction"]
     assert json.loads(p["task"])["id"] == p["task_id"] and "goal" in json.loads(p["task"])
     assert (tmp_path / "t" / "parquet" / "rl_prompts.parquet").exists()
+    # Half of the action samples (by trajectory id) show the goal JSON, the rest the ticket only;
+    # the card carries the data statistics.
+    from forge.curate.export import shows_goal_json
+    from forge.teacher.prompts import CRITERION_HEAD
+
+    rows = [r for s in dd.values() for r in s if r["kind"] == "action"]
+    assert rows
+    for r in rows:
+        user = next(m["content"] for m in r["messages"] if m["role"] == "user")
+        assert (CRITERION_HEAD in user) == shows_goal_json(r["traj_id"], 0.5)
+    card = (tmp_path / "t" / "README.md").read_text()
+    assert "## Data statistics" in card and "redundant calls" in card
+    info = json.loads((tmp_path / "t" / "curation.json").read_text())
+    assert info["data_stats"]["samples"] == sum(len(s) for s in dd.values())

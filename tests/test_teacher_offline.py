@@ -97,7 +97,13 @@ def test_every_question_pattern_is_read_and_answered_right() -> None:
     {"tool": "set_ue_server", "args": {"ue": 3, "server": "edge"}},
     {"tool": "graceful_degradation", "args": {"cell": 0, "factor": 0.5}},
     {"tool": "set_scheduler", "args": {"cell": 2, "scheduler": "pss"}},
-    {"tool": "set_cell_state", "args": {"cell": 4, "active": False}}])
+    {"tool": "set_cell_state", "args": {"cell": 4, "active": False}},
+    {"tool": "set_handover_params", "args": {"cell": 1, "hysteresis_db": 6.0}},
+    {"tool": "set_handover_params", "args": {"cell": 1, "ttt_ms": 320}},
+    {"tool": "set_handover_algorithm", "args": {"cell": 0, "algorithm": "none"}},
+    {"tool": "set_handover_algorithm", "args": {"cell": 0, "algorithm": "a3_rsrp"}},
+    {"tool": "set_ue_qci", "args": {"ue": 7, "qci": 9}},
+    {"tool": "shape_traffic", "args": {"ue": 5, "max_dl_mbps": 2.25}}])
 def test_a_named_change_reads_back_as_the_same_call(change: dict[str, Any]) -> None:
     from forge.teacher.policy import describe_change, requested_change
 

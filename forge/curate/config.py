@@ -129,6 +129,11 @@ class CurateConfig:
     seed: int = _f(0, "Seed of every random choice (sampling order, k-means, splits).")
     format: str = _f("text", "'text': NetGPT <action>/<ans> tags in message content; 'tools': "
                              "native tool calling (tool_calls, tool messages, tools column).")
+    goal_json_share: float = _f(
+        0.5, "Share of <action> samples whose user message keeps the machine-readable success "
+        "criterion (goal JSON); the others show only the natural-language ticket, as real "
+        "tickets are. Chosen per trajectory id (deterministic); stored trajectories are "
+        "unchanged.")
     tools_column: str = _f(
         "all", "--format tools: the `tools` column holds 'all' catalogue schemas (42 tools, "
         "~17 kB of JSON, ~5k tokens per sample) or only the tools each sample 'called' (short "
@@ -173,6 +178,9 @@ class CurateConfig:
                         ("--max-family-share", self.max_family_share)):
             if not 0.0 < v <= 1.0:
                 raise CurateOptionError(f"{flag} {v} must be in (0, 1]")
+        if not 0.0 <= self.goal_json_share <= 1.0:
+            raise CurateOptionError(f"--goal-json-share {self.goal_json_share} must be between "
+                                    "0 and 1")
         if not 0.0 <= self.error_recovery_share <= 1.0:
             raise CurateOptionError(f"--error-recovery-share {self.error_recovery_share} must "
                                     f"be in [0, 1]")

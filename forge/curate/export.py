@@ -20,6 +20,8 @@ Layout of `--out DIR`: `dataset/` (load_from_disk), `parquet/{train,validation,t
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import os
 import re
@@ -30,7 +32,10 @@ from typing import Any
 import duckdb
 
 from forge.curate.config import SPLITS, CurateConfig, CurateError
+from forge.gym.catalogue import CONFIGURE_TOOLS, TOOLS
 from forge.gym.tags import ANS_CLOSE, ANS_OPEN, parse_action, parse_ans
+from forge.teacher.base import estimate_tokens
+from forge.teacher.prompts import CRITERION_HEAD
 
 
 class ExportError(CurateError):
@@ -47,6 +52,20 @@ def tool_calling_system(content: str) -> str:
     sentences = re.split(r"(?<=[.!?])\s+", content.strip())
     kept = [x for x in sentences if "<action>" not in x and "<ans>" not in x]
     return " ".join([*kept, TOOL_CALLING_NOTE]) if len(kept) < len(sentences) else content
+
+
+def shows_goal_json(traj_id: str, share: float) -> bool:
+    """Whether an action sample keeps its goal JSON: a fixed pseudo-random draw per trajectory
+    id, so a rebuild (or another format) makes the same choice."""
+    u = int(hashlib.sha256(traj_id.encode()).hexdigest()[:8], 16) / 0x1_0000_0000
+    return u < share
+
+
+def without_criterion(content: str) -> str:
+    """The user message without its "Success criterion ..." paragraph (the natural-language
+    ticket alone)."""
+    head = content.find("\n\n" + CRITERION_HEAD)
+    return content if head < 0 else content[:head].rstrip()
 
 
 def to_tool_calling(messages: list[dict[str, Any]], traj_id: str = "") -> list[dict[str, Any]]:
@@ -115,8 +134,9 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, name: str) -> list[dict[str,
 
 
 def build_datasets(con: duckdb.DuckDBPyConnection, name: str, fmt: str,
-                   tools_column: str = "all") -> Any:
-    """(DatasetDict of the SFT splits, Dataset of RL prompts) for set `name`."""
+                   tools_column: str = "all", goal_json_share: float = 1.0) -> Any:
+    """(DatasetDict of the SFT splits, Dataset of RL prompts) for set `name`. Action samples
+    keep the goal JSON in their user message with probability `goal_json_share`."""
     from datasets import Dataset, DatasetDict
 
     from forge.gym.catalogue import openai_tools
@@ -127,6 +147,9 @@ def build_datasets(con: duckdb.DuckDBPyConnection, name: str, fmt: str,
     for r in _rows(con, MEMBERS_SQL, name):
         msgs = json.loads(r.pop("messages"))
         msgs = [{"role": m["role"], "content": m["content"]} for m in msgs]
+        if r["kind"] == "action" and not shows_goal_json(r["traj_id"], goal_json_share):
+            msgs = [{**m, "content": without_criterion(m["content"])} if m["role"] == "user"
+                    else m for m in msgs]
         if fmt == "tools":
             msgs = to_tool_calling(msgs, r["traj_id"])
         row = {"messages": msgs, **{k: v for k, v in r.items() if k not in ("split",
@@ -181,7 +204,15 @@ def write_export(con: duckdb.DuckDBPyConnection, cfg: CurateConfig, out_dir: Pat
     import datasets
 
     datasets.disable_progress_bars()   # the curation display reports the export itself
-    dd, rl = build_datasets(con, staging or cfg.set_name, cfg.format, cfg.tools_column)
+    dd, rl = build_datasets(con, staging or cfg.set_name, cfg.format, cfg.tools_column,
+                            cfg.goal_json_share)
+    # The card ends with the statistics of what was exported (every split together).
+    stats = data_stats([{"kind": r["kind"], "difficulty": r["difficulty"],
+                         "error_recovery": r["error_recovery"], "messages": r["messages"]}
+                        for split in dd.values() for r in split])
+    stats["goal_json_share"] = cfg.goal_json_share
+    info = {**info, "data_stats": stats}
+    card = card + "\n" + stats_markdown(stats)
     out_dir = out_dir.resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
@@ -272,3 +303,136 @@ def dataset_card(cfg: CurateConfig, info: dict[str, Any]) -> str:
 
 def _nz(v: Any) -> str:
     return "" if v is None else str(v)
+
+
+# --- data statistics (the dataset card and benchmarks/bench_data_stats.py) ----------------------
+TOOL_NAMES = tuple(t.name for t in TOOLS)
+
+
+def calls_of(messages: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
+    """(tool, canonical args JSON, ok) for every action of a trajectory, in order (text or
+    tool-calling rendering)."""
+    out: list[tuple[str, str, bool]] = []
+    for m in messages:
+        if m["role"] == "assistant":
+            call: Any = None
+            if m.get("tool_calls"):
+                f = m["tool_calls"][0]["function"]
+                call = {"tool": f["name"], "args": f["arguments"]}
+            elif "<action>" in (m.get("content") or ""):
+                call, problem = parse_action(m["content"])
+                call = None if problem else call
+            if isinstance(call, dict):
+                out.append((str(call.get("tool")),
+                            json.dumps(call.get("args") or {}, sort_keys=True), True))
+        elif m["role"] == "tool" and out:
+            c = m.get("content") or ""
+            obs, problem = parse_ans(c)
+            if problem is not None:  # tool-calling rendering: plain JSON content
+                try:
+                    obs = json.loads(c)
+                except ValueError:
+                    obs = None
+            ok = isinstance(obs, dict) and obs.get("ok") is not False
+            t, a, _ = out[-1]
+            out[-1] = (t, a, ok)
+    return out
+
+
+def applied_fixes(calls: list[tuple[str, str, bool]]) -> list[str]:
+    """The configure tools whose change is still in place at the end (a rolled-back probe is
+    not a fix)."""
+    stack: list[str] = []
+    for tool, _, ok in calls:
+        if not ok or tool not in CONFIGURE_TOOLS:
+            continue
+        if tool == "rollback":
+            if stack:
+                stack.pop()
+        else:
+            stack.append(tool)
+    return stack
+
+
+def redundant_calls(calls: list[tuple[str, str, bool]]) -> int:
+    """Calls identical (tool and arguments) to the successful call just before them: nothing
+    changed in between, so the second one can only repeat the first."""
+    return sum(1 for prev, cur in itertools.pairwise(calls)
+               if prev[2] and prev[:2] == cur[:2])
+
+
+def _pct(n: float, d: float) -> float:
+    return round(100.0 * n / d, 2) if d else 0.0
+
+
+def data_stats(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Tool coverage, applied-fix shares, difficulty mix (all, action, qa), qa vs action,
+    redundant-call rate, error-recovery share and tokens per sample (~4 characters per token)
+    of samples with `kind`, `difficulty`, `error_recovery` and `messages`."""
+    n = len(samples)
+    by_kind: dict[str, int] = {}
+    mix: dict[str, dict[str, int]] = {"all": {}, "action": {}, "qa": {}}
+    used = dict.fromkeys(TOOL_NAMES, 0)
+    fixes = {t: 0 for t in CONFIGURE_TOOLS if t != "rollback"}
+    n_calls = n_red = traj_red = n_rec = 0
+    tokens: list[int] = []
+    for s in samples:
+        k, d = s["kind"], s["difficulty"]
+        by_kind[k] = by_kind.get(k, 0) + 1
+        for key in ("all", k):
+            mix.setdefault(key, {})
+            mix[key][d] = mix[key].get(d, 0) + 1
+        calls = calls_of(s["messages"])
+        for t in {c[0] for c in calls} & used.keys():
+            used[t] += 1
+        for t in set(applied_fixes(calls)) & fixes.keys():
+            fixes[t] += 1
+        r = redundant_calls(calls)
+        n_calls += len(calls)
+        n_red += r
+        traj_red += r > 0
+        n_rec += bool(s["error_recovery"])
+        tokens.append(sum(estimate_tokens(m.get("content") or "") for m in s["messages"]))
+    tokens.sort()
+    n_action = by_kind.get("action", 0)
+    return {
+        "samples": n, "kinds": by_kind,
+        "difficulty_pct": {key: {d: _pct(c.get(d, 0), sum(c.values()))
+                                 for d in ("L1", "L2", "L3")} for key, c in mix.items()},
+        "difficulty_counts": mix,
+        "tool_coverage_pct": {t: _pct(c, n) for t, c in used.items()},
+        "tools_below_1pct": sorted(t for t, c in used.items() if _pct(c, n) < 1.0),
+        "fix_share_pct": {t: _pct(c, n) for t, c in fixes.items()},
+        "fix_share_of_action_pct": {t: _pct(c, n_action) for t, c in fixes.items()},
+        "redundant_call_pct_of_calls": _pct(n_red, n_calls),
+        "redundant_call_pct_of_samples": _pct(traj_red, n),
+        "error_recovery_pct": _pct(n_rec, n),
+        "tokens_mean": round(sum(tokens) / n, 1) if n else 0.0,
+        "tokens_p95": tokens[min(n - 1, int(0.95 * n))] if n else 0,
+        "calls": n_calls,
+    }
+
+
+def stats_markdown(st: dict[str, Any]) -> str:
+    """The statistics as a card section."""
+    dp = st["difficulty_pct"]
+    lines = ["## Data statistics", "",
+             f"{st['samples']} samples: " + ", ".join(f"{k} {v}" for k, v in
+                                                     sorted(st["kinds"].items())) + ".", "",
+             "| difficulty | L1 % | L2 % | L3 % |", "|---|---|---|---|",
+             *[f"| {key} | {dp[key]['L1']} | {dp[key]['L2']} | {dp[key]['L3']} |"
+               for key in ("all", "action", "qa") if key in dp], "",
+             f"- redundant calls (identical to the successful call just before): "
+             f"{st['redundant_call_pct_of_calls']} % of {st['calls']} calls, in "
+             f"{st['redundant_call_pct_of_samples']} % of samples",
+             f"- error recovery (a failed call, then a recovered one): "
+             f"{st['error_recovery_pct']} % of samples",
+             f"- tokens per sample (~4 characters per token): mean {st['tokens_mean']}, "
+             f"p95 {st['tokens_p95']}"]
+    if "goal_json_share" in st:
+        lines.append(f"- action samples showing the goal JSON: about "
+                     f"{round(100 * st['goal_json_share'])} % (the rest: the ticket only)")
+    lines += ["", "| tool | samples using it % | applied fix % |", "|---|---|---|",
+              *[f"| {t} | {p} | {st['fix_share_pct'].get(t, '')} |"
+                for t, p in st["tool_coverage_pct"].items()], ""]
+    return "\n".join(lines)

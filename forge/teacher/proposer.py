@@ -871,7 +871,8 @@ class TaskWriter:
             if t <= 0:
                 return None
         cond = {"target": target, "metric": metric, "op": op, "value": t}
-        kw.update(t=t)
+        # `fix` names the change that reaches the threshold (hand-written guided seed tickets).
+        kw.update(t=t, fix=describe_change(fr[2]))
         self._last_kw = kw
         parts = [self._fill(OPEN[pattern], rng, **kw), self._fill(ASK[pattern], rng, **kw)]
         goal = cond
@@ -988,7 +989,7 @@ class TaskWriter:
             except H.ToolError:
                 return None
             ranked = sorted(after.cells, key=lambda x: (-x["prb_utilization"], x["cell"]))
-            if not after.in_domain or ranked[0]["prb_utilization"] - \
+            if not after.in_domain or len(ranked) < 2 or ranked[0]["prb_utilization"] - \
                     ranked[1]["prb_utilization"] < 0.02:
                 return None
             kw.update(c=c)
