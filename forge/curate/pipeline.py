@@ -34,6 +34,7 @@ from forge.curate.pool import Pool, fingerprint, load_pool
 from forge.curate.splits import assign_splits, split_groups
 from forge.curate.stages import (
     StageResult,
+    bench_stage,
     exact_stage,
     near_instruction_stage,
     near_trajectory_stage,
@@ -41,7 +42,7 @@ from forge.curate.stages import (
     verified_stage,
 )
 
-PIPELINE_VERSION = 1  # bump when a stage's semantics change: invalidates caches and set hashes
+PIPELINE_VERSION = 2  # bump when a stage's semantics change: invalidates caches and set hashes
 
 
 class PoolMissingError(CurateError):
@@ -124,6 +125,14 @@ def precheck(cfg: CurateConfig) -> None:
         _check_pool(con, cfg)
     finally:
         con.close()
+
+
+def _bench_hash() -> str | None:
+    """The shipped bench task set's content hash: a new bench invalidates curated sets."""
+    from forge.bench.decontam import default_guard
+
+    g = default_guard()
+    return g.ts.content_hash if g is not None else None
 
 
 # -- stage cache -----------------------------------------------------------------------------------
@@ -227,6 +236,7 @@ def _run(cfg: CurateConfig, con: duckdb.DuckDBPyConnection, argv: list[str] | No
     model_id = make_encoder(cfg.embed_backend, cfg.model, cfg.max_seq_length, con).model_id
     plan: list[tuple[str, Callable[..., StageResult], dict[str, Any], bool]] = [
         ("verified", lambda p, r, c, cn: verified_stage(p, r), {}, False),
+        ("bench", lambda p, r, c, cn: bench_stage(p, r), {"tasks": _bench_hash()}, False),
         ("exact", lambda p, r, c, cn: exact_stage(p, r), {}, False),
         ("near_instruction", near_instruction_stage,
          {"t": cfg.near_instruction_threshold, "k": cfg.num_perm, "scope": cfg.dedup_scope}, True),

@@ -73,6 +73,27 @@ def verified_stage(pool: Pool, rows: np.ndarray) -> StageResult:
     return res
 
 
+def bench_stage(pool: Pool, rows: np.ndarray) -> StageResult:
+    """Decontamination: nothing about a bench network, no near-duplicate of a bench
+    instruction (curation's near-dup rule, forge.bench.decontam), so the bench stays held out."""
+    from forge.bench.decontam import default_guard
+
+    res = _result(rows)
+    guard = default_guard()
+    if guard is None or len(rows) == 0:
+        return res
+    texts = [pool.instruction[i] for i in rows]
+    near = {k: (tid, jac) for k, tid, jac in guard.near(texts)}
+    for k, i in enumerate(rows):
+        if pool.scenario_id[i] in guard.scenario_ids:
+            res.reason[k] = "bench_network"
+            res.score[k] = 1.0
+        elif k in near:
+            res.reason[k] = "bench_near_duplicate"
+            res.score[k] = near[k][1]
+    return res
+
+
 def exact_stage(pool: Pool, rows: np.ndarray) -> StageResult:
     """Exact duplicates of normalised (instruction + messages), by md5."""
     res = _result(rows)

@@ -62,16 +62,22 @@ class Episode:
     usage: tuple[int, int] = (0, 0)
 
 
-class _Run:
-    """The state machine of one episode, shared by the sync and async drivers."""
+class EpisodeRun:
+    """The state machine of one episode: the one closed loop that synthesis, `forge bench` and
+    RL rollouts share. `feed` takes the agent's next turn; the env answers tool calls; `ep`
+    holds the conversation so far and `env` the network (its final state when `finished`).
+    Drive it with `drive_sync`/`drive_async`, or turn by turn (RL builds token ids as it goes).
+"""
 
     def __init__(self, task: dict[str, Any], scn: Scenario, model: CachedModel,
-                 env_seed: int, cfg: SolveConfig) -> None:
+                 env_seed: int, cfg: SolveConfig, user_text: str | None = None) -> None:
         self.cfg = cfg
         self.env = NetworkEnv(scn, seed=env_seed, model=model)
+        # `user_text` replaces the standard task prompt (e.g. a ticket without its goal JSON).
+        user = user_text if user_text is not None else task_prompt(
+            task["instruction"], task["kind"], task["goal"])
         self.ep = Episode([{"role": "system", "content": solve_system_prompt()},
-                           {"role": "user", "content": task_prompt(
-                               task["instruction"], task["kind"], task["goal"])}])
+                           {"role": "user", "content": user}])
         self.calls: list[str] = []
         self.pending_error = False
         self.done = False
@@ -133,11 +139,10 @@ def params_for(task_id: str, attempt: int, cfg: SolveConfig) -> GenParams:
                      seed=int(hid(task_id, attempt, n=8), 16))
 
 
-def solve_sync(task: dict[str, Any], scn: Scenario, chat: SyncChat, model: CachedModel,
-               cfg: SolveConfig, attempt: int) -> Episode:
-    run = _Run(task, scn, model, env_seed=attempt, cfg=cfg)
-    params = params_for(task["task_id"], attempt, cfg)
-    for _ in range(2 * cfg.max_steps + 2):
+def drive_sync(run: EpisodeRun, chat: SyncChat, params: GenParams) -> Episode:
+    """Run an episode to its end with a synchronous chat model. An exception of `chat` (an
+    endpoint that fails for good) propagates; `run.ep` keeps the conversation up to it."""
+    for _ in range(2 * run.cfg.max_steps + 2):
         run.feed(chat(run.ep.messages, params))
         if run.finished:
             return run.ep
@@ -145,16 +150,25 @@ def solve_sync(task: dict[str, Any], scn: Scenario, chat: SyncChat, model: Cache
     return run.ep
 
 
-async def solve_async(task: dict[str, Any], scn: Scenario, chat: AsyncChat,
-                      model: CachedModel, cfg: SolveConfig, attempt: int) -> Episode:
-    run = _Run(task, scn, model, env_seed=attempt, cfg=cfg)
-    params = params_for(task["task_id"], attempt, cfg)
-    for _ in range(2 * cfg.max_steps + 2):
+async def drive_async(run: EpisodeRun, chat: AsyncChat, params: GenParams) -> Episode:
+    for _ in range(2 * run.cfg.max_steps + 2):
         run.feed(await chat(run.ep.messages, params))
         if run.finished:
             return run.ep
     run._reject("budget", "step_budget", "no final answer within the turn budget", "")
     return run.ep
+
+
+def solve_sync(task: dict[str, Any], scn: Scenario, chat: SyncChat, model: CachedModel,
+               cfg: SolveConfig, attempt: int) -> Episode:
+    run = EpisodeRun(task, scn, model, env_seed=attempt, cfg=cfg)
+    return drive_sync(run, chat, params_for(task["task_id"], attempt, cfg))
+
+
+async def solve_async(task: dict[str, Any], scn: Scenario, chat: AsyncChat,
+                      model: CachedModel, cfg: SolveConfig, attempt: int) -> Episode:
+    run = EpisodeRun(task, scn, model, env_seed=attempt, cfg=cfg)
+    return await drive_async(run, chat, params_for(task["task_id"], attempt, cfg))
 
 
 def to_row(task: dict[str, Any], scn: Scenario, ep: Episode, attempt: int, teacher: str,
@@ -204,5 +218,5 @@ def needs_retry(row: dict[str, Any]) -> bool:
     return row["status"] == "rejected" and row["reject_stage"] in ("parse", "budget")
 
 
-__all__ = ["BudgetExhausted", "Episode", "SolveConfig", "needs_retry", "solve_async",
-           "solve_sync", "to_row"]
+__all__ = ["BudgetExhausted", "Episode", "EpisodeRun", "SolveConfig", "drive_async",
+           "drive_sync", "needs_retry", "solve_async", "solve_sync", "to_row"]
