@@ -1,0 +1,288 @@
+"""`python -m forge.experiment_model.effects`: does the model move KPIs the way ns-3 does?
+
+The gym's verdicts rest on the *effect* of a change, not only on levels. On paired runs
+(forge.ns3.pairs: a base scenario and the same scenario after one configure call, both simulated
+in ns-3) this compares, per UE, the change ns-3 measured with the change the model predicts
+(prediction of the changed scenario minus prediction of the base), per configure tool and
+overall, for DL throughput and mean delay:
+
+- sign agreement where ns-3 moves the KPI by more than 5 % and by more than 20 % (relative to the
+  base value); a predicted change of exactly zero counts as a wrong sign;
+- Spearman of predicted versus ns-3 deltas over all UEs (absolute deltas, and log ratios
+  after/before, which weigh a 1 -> 2 Mbps move like a 10 -> 20 Mbps one);
+
+next to the same figures for the closed-form physics prior (`forge.gym.closed_form`), so the
+model's worth over physics alone is visible. On the second test distribution (split
+`hotspot_test`, a sampler unlike the grid's) it also reports the absolute figures of
+`forge calibrate` (median APE over all and congested UEs, Spearman), the handover-count error
+against the all-zero baseline, and the share of scenarios the model calls in-domain.
+
+Pairs are taken from `--split` (default `heldout`: base seeds never trained on, like the rest of
+the corpus; `all` for a model that was trained on none of the pairs, such as the shipped one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+from scipy.stats import spearmanr
+
+from forge.db import ForgeError
+from forge.experiment_model.calibrate import (
+    CONGESTED_BELOW,
+    RunData,
+    baseline_offered,
+    baseline_physics,
+    evaluate,
+)
+from forge.scenario import Scenario
+
+EFFECT_KPIS = ("dl_throughput_mbps", "delay_ms")
+MOVES = (0.05, 0.20)
+# Below these a base value is noise-level, and relative moves from it are meaningless.
+FLOOR = {"dl_throughput_mbps": 1e-3, "delay_ms": 1e-3}
+
+
+@dataclass
+class PairData:
+    tool: str
+    args: dict[str, Any]
+    split: str
+    grid: str
+    base: RunData
+    changed: RunData
+
+
+def load_pairs(con: duckdb.DuckDBPyConnection, split: str = "heldout",
+               grid: str | None = None) -> list[PairData]:
+    """Pairs whose two runs are both stored and ok. `split`: a split name or `all`."""
+    have = con.execute("SELECT count(*) FROM information_schema.tables "
+                       "WHERE table_name = 'ns3_pairs'").fetchone()
+    if not have or not have[0]:
+        raise ForgeError("the store has no paired runs (table ns3_pairs): simulate some with "
+                         "`python -m forge.ns3.pairs`")
+    where, params = ["b.status = 'ok'", "c.status = 'ok'"], []
+    if split != "all":
+        where.append("p.split = ?")
+        params.append(split)
+    if grid is not None:
+        where.append("p.grid = ?")
+        params.append(grid)
+    rows = con.execute(
+        "SELECT p.tool, p.args, p.split, p.grid, p.base_run_id, b.scenario, p.changed_run_id, "
+        "c.scenario FROM ns3_pairs p JOIN ns3_runs b ON b.run_id = p.base_run_id "
+        "JOIN ns3_runs c ON c.run_id = p.changed_run_id "
+        f"WHERE {' AND '.join(where)} ORDER BY p.pair_id", params).fetchall()
+    ids = sorted({r[4] for r in rows} | {r[6] for r in rows})
+    kp = con.execute("SELECT * FROM ns3_ue_kpis WHERE run_id IN (SELECT unnest(?)) "
+                     "ORDER BY run_id, ue", [ids])
+    cols = [d[0] for d in kp.description]
+    ues: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for rec in kp.fetchall():
+        d = dict(zip(cols, rec, strict=True))
+        ues[d["run_id"]].append(d)
+    out = []
+    for tool, args, sp, gr, bid, bscn, cid, cscn in rows:
+        b, c = Scenario.model_validate_json(bscn), Scenario.model_validate_json(cscn)
+        if len(ues[bid]) != len(b.ues) or len(ues[cid]) != len(c.ues):
+            continue
+        out.append(PairData(tool, json.loads(args), sp, gr, RunData(b, ues[bid], sp),
+                            RunData(c, ues[cid], sp)))
+    return out
+
+
+def _deltas(pairs: list[PairData], preds: dict[str, list[dict[str, Any]]], kpi: str
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per UE over all pairs: true before, true after, predicted before, predicted after and
+    the pair's index (UEs without the KPI on either side are left out)."""
+    tb, ta, pb, pa, idx = [], [], [], [], []
+    for k, p in enumerate(pairs):
+        qb = preds[p.base.scenario.scenario_id]
+        qa = preds[p.changed.scenario.scenario_id]
+        for i in range(len(p.base.ues)):
+            t0, t1 = p.base.ues[i].get(kpi), p.changed.ues[i].get(kpi)
+            v0, v1 = qb[i].get(kpi), qa[i].get(kpi)
+            if None in (t0, t1, v0, v1):
+                continue
+            tb.append(t0)
+            ta.append(t1)
+            pb.append(v0)
+            pa.append(v1)
+            idx.append(k)
+    arr = [np.asarray(x, dtype=float) for x in (tb, ta, pb, pa, idx)]
+    return arr[0], arr[1], arr[2], arr[3], arr[4]
+
+
+def effect_metrics(tb: np.ndarray, ta: np.ndarray, pb: np.ndarray, pa: np.ndarray,
+                   floor: float) -> dict[str, Any]:
+    """Sign agreement at each move threshold and Spearman of deltas, for one set of UEs."""
+    true_d, pred_d = ta - tb, pa - pb
+    rel = np.abs(true_d) / np.maximum(np.abs(tb), floor)
+    out: dict[str, Any] = {"n_ues": len(tb)}
+    for m in MOVES:
+        sel = rel > m
+        agree = np.sign(pred_d[sel]) == np.sign(true_d[sel])
+        out[f"sign_agreement_gt{int(m * 100)}"] = float(agree.mean()) if sel.any() else None
+        out[f"n_moved_gt{int(m * 100)}"] = int(sel.sum())
+    out["spearman_delta"] = _spearman(pred_d, true_d)
+    lt = np.log(np.maximum(ta, floor) / np.maximum(tb, floor))
+    lp = np.log(np.maximum(pa, floor) / np.maximum(pb, floor))
+    out["spearman_log_ratio"] = _spearman(lp, lt)
+    return out
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
+    return float(spearmanr(a, b).statistic)
+
+
+def predict_all(predictor: Any, scenarios: list[Scenario]) -> dict[str, list[dict[str, Any]]]:
+    uniq = {s.scenario_id: s for s in scenarios}
+    preds = predictor.predict(list(uniq.values()))
+    return {sid: p.ues for sid, p in zip(uniq, preds, strict=True)}
+
+
+def effect_report(pairs: list[PairData], predictors: dict[str, Any]) -> dict[str, Any]:
+    """{predictor: {kpi: {"overall": metrics, "by_tool": {tool: metrics}}}}."""
+    scns = [s for p in pairs for s in (p.base.scenario, p.changed.scenario)]
+    out: dict[str, Any] = {"n_pairs": len(pairs),
+                           "n_pairs_by_tool": dict(sorted(
+                               {t: sum(p.tool == t for p in pairs)
+                                for t in {p.tool for p in pairs}}.items()))}
+    for name, predictor in predictors.items():
+        preds = predict_all(predictor, scns)
+        rep: dict[str, Any] = {}
+        for kpi in EFFECT_KPIS:
+            tb, ta, pb, pa, idx = _deltas(pairs, preds, kpi)
+            tools = np.array([pairs[int(k)].tool for k in idx]) if len(idx) else np.array([])
+            by_tool = {t: effect_metrics(tb[tools == t], ta[tools == t], pb[tools == t],
+                                         pa[tools == t], FLOOR[kpi])
+                       for t in sorted(set(tools.tolist()))}
+            rep[kpi] = {"overall": effect_metrics(tb, ta, pb, pa, FLOOR[kpi]),
+                        "by_tool": by_tool}
+        out[name] = rep
+    return out
+
+
+def absolute_report(runs: list[RunData], model: Any) -> dict[str, Any]:
+    """Levels on a set of runs: the model, the offered-load and physics baselines."""
+    preds = model.predict([r.scenario for r in runs])
+    model_eval = evaluate(runs, [p.ues for p in preds])
+    off = evaluate(runs, baseline_offered(runs))
+    phys = evaluate(runs, baseline_physics(runs))
+    n_cong = sum(k["dl_throughput_mbps"] < CONGESTED_BELOW * u.dl_rate_mbps
+                 for r in runs for u, k in zip(r.scenario.ues, r.ues, strict=True))
+    n_ues = sum(len(r.ues) for r in runs)
+    ho_true = [float(k["handovers"]) for r in runs for k in r.ues]
+    ho_pred = [float(q["handovers"]) for p in preds for q in p.ues]
+    return {
+        "n_runs": len(runs), "n_ues": n_ues, "congested_share": n_cong / max(n_ues, 1),
+        "in_domain_share": float(np.mean([p.in_domain for p in preds])) if preds else None,
+        "model": model_eval, "baseline_offered_load": off, "baseline_physics": phys,
+        "handovers": {"n_ues_with_handovers": int(sum(h > 0 for h in ho_true)),
+                      "model_mae": float(np.mean(np.abs(np.subtract(ho_pred, ho_true))))
+                      if ho_true else None,
+                      "zero_baseline_mae": float(np.mean(ho_true)) if ho_true else None},
+    }
+
+
+def runs_of(pairs: list[PairData]) -> list[RunData]:
+    seen: dict[str, RunData] = {}
+    for p in pairs:
+        for r in (p.base, p.changed):
+            seen.setdefault(r.scenario.scenario_id, r)
+    return list(seen.values())
+
+
+def _f(x: float | None) -> str:
+    return "   -  " if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:6.3f}"
+
+
+def print_effects(rep: dict[str, Any], title: str) -> None:
+    print(f"\n{title}: {rep['n_pairs']} pairs")
+    for kpi in EFFECT_KPIS:
+        print(f"  {kpi}: sign agreement where ns-3 moves > 5 % / > 20 %, Spearman of deltas "
+              f"(model | physics prior)")
+        print(f"  {'tool':<24}{'pairs':>6}{'moved>20%':>10}{'sign>5%':>16}{'sign>20%':>16}"
+              f"{'spearman':>16}{'spear(log)':>16}")
+        m, p = rep["model"][kpi], rep["physics_prior"][kpi]
+        rows = [("overall", rep["n_pairs"], m["overall"], p["overall"])] + [
+            (t, rep["n_pairs_by_tool"].get(t, 0), m["by_tool"][t], p["by_tool"][t])
+            for t in m["by_tool"]]
+        for name, n, a, b in rows:
+            print(f"  {name:<24}{n:>6}{a['n_moved_gt20']:>10}"
+                  f"{_f(a['sign_agreement_gt5'])} |{_f(b['sign_agreement_gt5'])}"
+                  f"  {_f(a['sign_agreement_gt20'])} |{_f(b['sign_agreement_gt20'])}"
+                  f"  {_f(a['spearman_delta'])} |{_f(b['spearman_delta'])}"
+                  f"  {_f(a['spearman_log_ratio'])} |{_f(b['spearman_log_ratio'])}")
+
+
+def print_absolute(rep: dict[str, Any], title: str) -> None:
+    print(f"\n{title}: {rep['n_runs']} runs, {rep['n_ues']} UEs, "
+          f"{rep['congested_share']:.0%} congested, in-domain {rep['in_domain_share']:.0%}")
+    for name in ("model", "baseline_physics", "baseline_offered_load"):
+        for kpi in ("dl_throughput_mbps", "delay_ms"):
+            e = rep[name][kpi]
+            print(f"  {name:<22}{kpi:<20} median APE {_f(e.get('median_ape'))}  congested "
+                  f"{_f(e.get('congested', {}).get('median_ape'))}  Spearman "
+                  f"{_f(e.get('spearman'))}")
+    h = rep["handovers"]
+    print(f"  handovers: model MAE {_f(h['model_mae'])} vs zero baseline "
+          f"{_f(h['zero_baseline_mae'])} ({h['n_ues_with_handovers']} UEs with handovers)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from forge import db as fdb
+    from forge.experiment_model import ExperimentModel
+    from forge.gym.closed_form import ClosedFormModel
+
+    ap = argparse.ArgumentParser(prog="python -m forge.experiment_model.effects",
+                                 description=__doc__.split("\n")[0])
+    ap.add_argument("--db", default=None, help="store with paired runs (default $FORGE_DB)")
+    ap.add_argument("--model-dir", default=None, help="default: the shipped model")
+    ap.add_argument("--split", default="heldout",
+                    help="pairs of this split (calibration, heldout, hotspot_test) or all")
+    ap.add_argument("--out", default="build/effects.json")
+    args = ap.parse_args(argv)
+    try:
+        model = ExperimentModel.load(args.model_dir)
+        con = fdb.connect(args.db, read_only=True)
+        grid_pairs = load_pairs(con, args.split, grid="pairs")
+        hot_pairs = load_pairs(con, "all", grid="hotspot")
+    except (ForgeError, duckdb.Error) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not grid_pairs and not hot_pairs:
+        print(f"error: no complete pair (both runs ok) in split {args.split!r}", file=sys.stderr)
+        return 2
+    predictors = {"model": model, "physics_prior": ClosedFormModel()}
+    report: dict[str, Any] = {"model_hash": model.model_hash, "split": args.split}
+    if grid_pairs:
+        report["grid_pairs"] = effect_report(grid_pairs, predictors)
+        report["grid_absolute"] = absolute_report(runs_of(grid_pairs), model)
+        print_effects(report["grid_pairs"], f"effects on grid pairs (split {args.split})")
+        print_absolute(report["grid_absolute"], "levels on the grid pairs' runs")
+    if hot_pairs:
+        report["hotspot_pairs"] = effect_report(hot_pairs, predictors)
+        report["hotspot_absolute"] = absolute_report(runs_of(hot_pairs), model)
+        print_effects(report["hotspot_pairs"], "effects on the second distribution (hotspot)")
+        print_absolute(report["hotspot_absolute"], "levels on the second distribution (hotspot)")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"\nfull report: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,107 @@
+"""Paired runs (forge.ns3.pairs) and the effect-fidelity evaluation
+(forge.experiment_model.effects), without ns-3: "measured" KPIs are planted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from forge.experiment_model.effects import effect_metrics, effect_report, load_pairs
+from forge.gym.closed_form import ClosedFormModel
+from forge.gym.handlers import CONFIGURE
+from forge.ns3.grid import split_of
+from forge.ns3.pairs import (
+    CHANGE_TOOLS,
+    HOTSPOT_SPLIT,
+    PairError,
+    hotspot_grid,
+    hotspot_scenario,
+    paired_grid,
+    store_pairs,
+)
+from forge.ns3.sweep import run_id, store_run
+
+VERSION = "ns3-test"
+
+
+def test_pairs_are_made_by_the_gyms_configure_handlers():
+    pairs = paired_grid(22, changes=3, seed=1)
+    assert {p.tool for p in pairs} == set(CHANGE_TOOLS)  # every configure tool is exercised
+    for p in pairs:
+        assert p.changed.scenario_id != p.base.scenario_id
+        # Exactly what the gym would produce for this call.
+        assert CONFIGURE[p.tool](p.base, p.args).scenario.scenario_id == p.changed.scenario_id
+        assert p.changed.seed == p.base.seed  # same split as the base
+        assert len(p.base.ues) <= 24
+    per_base: dict[int, set[str]] = {}
+    for p in pairs:
+        per_base.setdefault(p.base.seed, set()).add(p.tool)
+    assert all(len(t) == 3 for t in per_base.values())  # three different tools per base
+    again = paired_grid(22, changes=3, seed=1)
+    assert [(p.base.scenario_id, p.changed.scenario_id) for p in pairs] == \
+        [(p.base.scenario_id, p.changed.scenario_id) for p in again]
+
+
+def test_hotspot_sampler_is_its_own_distribution():
+    a = hotspot_scenario(700_000_001)
+    assert a.scenario_id == hotspot_scenario(700_000_001).scenario_id
+    assert a.family == "hotspot_test" and 2 <= len(a.cells) <= 6 and len(a.ues) <= 24
+    pairs = hotspot_grid(6, changes=1)
+    assert len({p.base.seed for p in pairs}) == len(pairs) >= 5
+    with pytest.raises(PairError):
+        paired_grid(0)
+    with pytest.raises(PairError):
+        hotspot_grid(3, changes=0)
+
+
+def test_effect_metrics_count_signs_and_ranks():
+    tb = np.array([1.0, 1.0, 1.0, 1.0, 1.0])
+    ta = np.array([2.0, 0.5, 1.01, 1.3, 0.9])
+    pb = np.ones(5)
+    pa = np.array([1.5, 0.9, 1.0, 0.9, 1.0])   # UE 3 wrong sign, UE 4 predicted unchanged
+    m = effect_metrics(tb, ta, pb, pa, 1e-3)
+    # moved > 5 %: UEs 0, 1, 3, 4 -> right for 0 and 1 only (a zero prediction is no sign)
+    assert m["n_moved_gt5"] == 4 and m["sign_agreement_gt5"] == pytest.approx(0.5)
+    # moved > 20 %: UEs 0, 1, 3
+    assert m["n_moved_gt20"] == 3 and m["sign_agreement_gt20"] == pytest.approx(2 / 3)
+    perfect = effect_metrics(tb, ta, pb, ta, 1e-3)
+    assert perfect["sign_agreement_gt5"] == 1.0 and perfect["spearman_delta"] == pytest.approx(1.0)
+
+
+def _plant(con, scn, predictor):
+    """Store `scn` as an ok run whose "measured" KPIs are `predictor`'s prediction."""
+    ues = [dict(u, imsi=i + 1, jitter_ms=0.0, handovers=0)
+           for i, u in enumerate(predictor.predict([scn])[0].ues)]
+    store_run(con, scn, "ok", {"ues": ues, "wall_time_s": 0.1}, VERSION, split_of(scn.seed))
+
+
+def test_effects_of_a_predictor_against_itself_are_perfect(con, monkeypatch):
+    import forge.ns3.simulate as sim
+
+    monkeypatch.setattr(sim, "ns3_version", lambda: VERSION)
+    truth = ClosedFormModel()
+    pairs = paired_grid(10, changes=2, seed=3)
+    store_pairs(con, pairs, VERSION)
+    for p in pairs:
+        for s in (p.base, p.changed):
+            if not con.execute("SELECT 1 FROM ns3_runs WHERE run_id = ?",
+                               [run_id(s, VERSION)]).fetchone():
+                _plant(con, s, truth)
+    loaded = load_pairs(con, "all")
+    assert len(loaded) == len(pairs)
+    held = load_pairs(con, "heldout")
+    assert all(split_of(p.base.scenario.seed) == "heldout" for p in held)
+    rep = effect_report(loaded, {"model": truth, "physics_prior": truth})
+    thr = rep["model"]["dl_throughput_mbps"]["overall"]
+    assert thr["n_moved_gt5"] > 0 and thr["sign_agreement_gt5"] == 1.0
+    assert rep["model"]["delay_ms"]["overall"]["spearman_delta"] == pytest.approx(1.0)
+    assert set(rep["model"]["dl_throughput_mbps"]["by_tool"]) <= set(CHANGE_TOOLS)
+    assert sum(rep["n_pairs_by_tool"].values()) == len(loaded)
+    assert HOTSPOT_SPLIT not in {p.split for p in loaded}
+
+
+def test_no_pairs_table_says_how_to_make_pairs(con):
+    from forge.db import ForgeError
+
+    with pytest.raises(ForgeError, match=r"forge\.ns3\.pairs"):
+        load_pairs(con, "all")
