@@ -120,3 +120,51 @@ def test_numpy_forward_equals_torch_forward(em):
 
     x = scenario_features(sample_grid(1, seed=9)[0])[0]
     assert np.allclose(em.raw(x), em.raw_torch(x), rtol=1e-4, atol=1e-4)
+
+
+def _planted_runs(n_bases: int = 24):
+    """Runs whose "measured" throughput is the closed-form prediction scaled by a factor the
+    prior does not know (0.5 under rr and pss), in pairs made by the gym's handlers."""
+    from forge.experiment_model.calibrate import RunData
+    from forge.gym.closed_form import ClosedFormModel
+    from forge.ns3.pairs import paired_grid
+
+    cf = ClosedFormModel()
+    runs, index, pairs = [], {}, []
+
+    def add(scn):
+        if scn.scenario_id not in index:
+            p = cf.predict_one(scn)
+            ues = []
+            for q in p.ues:
+                slow = 0.5 if scn.cells[q["serving_cell"]].scheduler in ("rr", "pss") else 1.0
+                ues.append(dict(q, dl_throughput_mbps=q["dl_throughput_mbps"] * slow,
+                                ul_delay_ms=q["ul_delay_ms"], handovers=0))
+            index[scn.scenario_id] = len(runs)
+            runs.append(RunData(scn, ues, "calibration", scn.scenario_id))
+        return index[scn.scenario_id]
+
+    for p in paired_grid(n_bases, changes=2, seed=5, max_ues=12):
+        pairs.append((add(p.base), add(p.changed)))
+    return runs, pairs
+
+
+def test_paired_loss_learns_the_change_better():
+    from forge.experiment_model import features as F
+    from forge.experiment_model.calibrate import CalibrateConfig, _pair_rows, train
+
+    runs, pairs = _planted_runs()
+    x = np.concatenate([F.scenario_features(r.scenario)[0] for r in runs])
+    y = np.concatenate([F.targets(r.scenario, r.ues, F.scenario_features(r.scenario)[1])[0]
+                        for r in runs])
+    groups = np.concatenate([np.full(len(r.ues), k) for k, r in enumerate(runs)])
+    rb, rc = _pair_rows(groups, pairs)
+    j = F.TARGETS.index("dl_ratio")
+    errs = {}
+    for wgt in (0.0, 3.0):
+        cfg = CalibrateConfig(epochs=4, ensemble=1, hidden=32, layers=2, paired_weight=wgt)
+        model = train(runs, cfg, show_progress=False, pairs=pairs)
+        assert model.meta["training"]["n_pairs"] == (len(pairs) if wgt else 0)
+        out = model.raw(x)[0]
+        errs[wgt] = float(np.mean(np.abs((out[rc, j] - out[rb, j]) - (y[rc, j] - y[rb, j]))))
+    assert errs[3.0] < errs[0.0], errs

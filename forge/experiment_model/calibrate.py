@@ -59,6 +59,14 @@ class CalibrateConfig:
     # Extra weight of congested UEs in the throughput loss: they are the hard half, and the
     # half that verifiers' goals are about.
     congested_weight: float = 2.0
+    # Paired loss (issue 11): weight of a term on the *change* between the two runs of a pair
+    # (forge.ns3.pairs: a base and the same scenario after one configure call). Targets are
+    # corrections to known terms (offered load, water-filled share, path delay), so the error of
+    # a predicted change in log throughput or log RAN delay is the difference of the two rows'
+    # residuals. 0 leaves training as it was; used only when the store holds calibration pairs.
+    paired_weight: float = 0.0
+    paired_batch: int = 256
+    paired_targets: tuple[str, ...] = ("dl_ratio", "delay")
 
     @property
     def n_epochs(self) -> int:
@@ -74,6 +82,7 @@ class RunData:
     scenario: Scenario
     ues: list[dict[str, Any]]
     split: str
+    run_id: str = ""
 
 
 def load_runs(con: duckdb.DuckDBPyConnection, splits: tuple[str, ...]) -> list[RunData]:
@@ -90,7 +99,7 @@ def load_runs(con: duckdb.DuckDBPyConnection, splits: tuple[str, ...]) -> list[R
     for rec in kp.fetchall():
         d = dict(zip(cols, rec, strict=True))
         by_run[d["run_id"]].append(d)
-    return [RunData(Scenario.model_validate_json(s), by_run[rid], sp) for rid, s, sp in rows
+    return [RunData(Scenario.model_validate_json(s), by_run[rid], sp, rid) for rid, s, sp in rows
             if len(by_run[rid]) > 0]
 
 
@@ -110,8 +119,40 @@ def _matrix(runs: list[RunData]
             np.concatenate(cong))
 
 
-def train(runs: list[RunData], cfg: CalibrateConfig, show_progress: bool = True
-          ) -> ExperimentModel:
+def calibration_pairs(con: duckdb.DuckDBPyConnection, runs: list[RunData]
+                      ) -> list[tuple[int, int]]:
+    """(base, changed) indices into `runs` of the store's pairs whose two runs are both there
+    (none when the store has no `ns3_pairs` table)."""
+    have = con.execute("SELECT count(*) FROM information_schema.tables "
+                       "WHERE table_name = 'ns3_pairs'").fetchone()
+    if not have or not have[0]:
+        return []
+    pos = {r.run_id: k for k, r in enumerate(runs)}
+    out = []
+    for b, c in con.execute("SELECT base_run_id, changed_run_id FROM ns3_pairs "
+                            "ORDER BY pair_id").fetchall():
+        if b in pos and c in pos and len(runs[pos[b]].ues) == len(runs[pos[c]].ues):
+            out.append((pos[b], pos[c]))
+    return out
+
+
+def _pair_rows(groups: np.ndarray, pairs: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (base, changed) of every UE of every pair: a run's rows are contiguous and
+    a change keeps the UEs and their order."""
+    starts = np.searchsorted(groups, np.arange(groups.max() + 1))
+    rb: list[int] = []
+    rc: list[int] = []
+    for b, c in pairs:
+        n = int((groups == b).sum())
+        rb.extend(range(int(starts[b]), int(starts[b]) + n))
+        rc.extend(range(int(starts[c]), int(starts[c]) + n))
+    return np.asarray(rb, dtype=np.int64), np.asarray(rc, dtype=np.int64)
+
+
+def train(runs: list[RunData], cfg: CalibrateConfig, show_progress: bool = True,
+          pairs: list[tuple[int, int]] | None = None) -> ExperimentModel:
+    """Train the ensemble on `runs`; `pairs` (indices into `runs`, see calibration_pairs) feed
+    the paired loss when cfg.paired_weight > 0."""
     if not runs:
         raise ForgeError("no calibration runs in the store: run `python -m forge seed` first")
     torch.manual_seed(cfg.seed)
@@ -130,6 +171,18 @@ def train(runs: list[RunData], cfg: CalibrateConfig, show_progress: bool = True
     m[:, F.TARGETS.index("dl_ratio")] *= np.where(congested, cfg.congested_weight, 1.0)
     w = torch.tensor([cfg.target_weights[t] for t in F.TARGETS], dtype=torch.float32)
     span = x.max(0) - x.min(0)
+    use_pairs = cfg.paired_weight > 0 and bool(pairs)
+    if use_pairs:
+        assert pairs is not None
+        rb, rc = _pair_rows(groups, pairs)
+        sel = torch.zeros(len(F.TARGETS))
+        for t in cfg.paired_targets:
+            sel[F.TARGETS.index(t)] = 1.0
+        pm = m[rb] * m[rc]  # both runs measured this KPI for this UE (unweighted masks)
+        pxb = torch.from_numpy(xs[rb].astype(np.float32))
+        pxc = torch.from_numpy(xs[rc].astype(np.float32))
+        pdy = torch.from_numpy((ys[rc] - ys[rb]).astype(np.float32))
+        pmask = torch.from_numpy(np.minimum(pm, 1.0).astype(np.float32)) * sel
     rng = np.random.default_rng(cfg.seed)
     members = []
     with Progress(disable=not show_progress) as progress:
@@ -158,6 +211,12 @@ def train(runs: list[RunData], cfg: CalibrateConfig, show_progress: bool = True
                     bi = perm[b:b + cfg.batch_size]
                     out = net(tx[bi])
                     loss = (nn_huber(out, ty[bi]) * tm[bi] * w).sum() / tm[bi].sum().clamp(min=1)
+                    if use_pairs:
+                        pi = torch.randint(0, len(pxb), (cfg.paired_batch,), generator=g)
+                        d = net(pxc[pi]) - net(pxb[pi])
+                        pl = (nn_huber(d, pdy[pi]) * pmask[pi] * w).sum() / \
+                            pmask[pi].sum().clamp(min=1)
+                        loss = loss + cfg.paired_weight * pl
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
@@ -177,7 +236,7 @@ def train(runs: list[RunData], cfg: CalibrateConfig, show_progress: bool = True
             "max_sim_time_s": max(r.scenario.sim_time_s for r in runs),
         },
         "training": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
-        | {"n_runs": len(runs), "n_ues": len(x)},
+        | {"n_runs": len(runs), "n_ues": len(x), "n_pairs": len(pairs or []) if use_pairs else 0},
     }
     return ExperimentModel(members, meta)
 
@@ -359,7 +418,7 @@ def calibrate(con: duckdb.DuckDBPyConnection, cfg: CalibrateConfig, show_progres
     held = load_runs(con, ("heldout",))
     if not held:
         raise ForgeError("no held-out runs in the store: seed a grid first (`forge seed`)")
-    model = train(cal, cfg, show_progress=show_progress)
+    model = train(cal, cfg, show_progress=show_progress, pairs=calibration_pairs(con, cal))
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     model_hash = model.save(cfg.out_dir)
 
