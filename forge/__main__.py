@@ -139,6 +139,14 @@ def main(argv: list[str] | None = None) -> int:
                        description="Write the JSON Schemas of forge's contracts to schemas/.")
     p.set_defaults(func=cmd_schemas)
 
+    from forge.bench.cli import add_parser as add_bench
+
+    add_bench(sub)
+
+    from forge.train.cli import add_parser as add_train
+
+    add_train(sub)
+
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

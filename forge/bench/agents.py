@@ -494,10 +494,12 @@ class GreedyWhatIfAgent(ScriptedAgent):
         if best is None or base_score is None or best[0] <= base_score:
             return "No single change improves the goal according to the model; nothing changed."
         _, tool, args = best
-        yield call(tool, args, "Apply the best candidate.")
+        done = _result((yield call(tool, args, "Apply the best candidate.")))
         after = _result((yield call("get_network_summary", {}, "Re-measure.")))
-        return (f"Applied {tool} {json.dumps(args)}. Network summary now: min satisfaction "
-                f"{after.get('min_dl_satisfaction')}, total power {after.get('total_power_w')} W.")
+        what = done.get("description") or tool
+        return (f"Applied the best single change: {what}. The network's worst-UE satisfaction "
+                f"is now {after.get('min_dl_satisfaction')} and its total power draw is now "
+                f"{after.get('total_power_w')} W.")
 
 
 # --- model agents ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     sp = p.add_subparsers(dest="bench_cmd")
     b = sp.add_parser("build", help="build a bench task set (corpora/bench/<version>)")
     b.add_argument("--out", default="corpora/bench/v1")
-    b.add_argument("--n-scenarios", type=int, default=72, help="held-out networks to draw")
+    b.add_argument("--n-scenarios", type=int, default=80, help="held-out networks to draw")
     b.add_argument("--n-grammar", type=int, default=256, help="tasks from the task writer's "
                    "grammar (the hand-written templates come on top)")
     b.add_argument("--seed", type=int, default=0)

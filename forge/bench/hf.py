@@ -82,6 +82,7 @@ class HFEpisode:
         self.ids: list[int] = []
         self.mask: list[int] = []
         self.turns: list[tuple[int, int]] = []    # [start, end) of each generated turn in ids
+        self.temperatures: list[float] = []       # the sampling temperature of each turn
         self.n_messages = 0                       # messages already in `ids`
         self._cache: Any = None
         self._cached = 0                          # ids already in the KV cache
@@ -131,11 +132,15 @@ class HFEpisode:
         gen: list[int] = []
         finish = "length"
         budget = min(params.max_tokens, limit - len(self.ids))
+        temp = params.temperature
+        if self.agent.temperature_fn is not None:
+            temp = float(self.agent.temperature_fn(logits, temp))
+        self.temperatures.append(temp)
         while len(gen) < budget:
-            if params.temperature <= 0:
+            if temp <= 0:
                 tok = int(torch.argmax(logits))
             else:
-                probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+                probs = torch.softmax(logits.float() / temp, dim=-1)
                 tok = int(torch.multinomial(probs, 1, generator=self._gen))
             gen.append(tok)
             self._append([tok], [1])
@@ -175,6 +180,21 @@ class HFAgent(Agent):
         n_pos = getattr(self.model.config, "max_position_embeddings", None) or 2048
         self.max_context = int(min(max_context or n_pos, n_pos))
         self._prefix: tuple[list[int], Any] | None = None
+        # Optional: the sampling temperature of a turn from the logits of its first token
+        # (entropy-guided exploration in RL rollouts); None = the request's temperature.
+        self.temperature_fn: Any = None
+
+    @classmethod
+    def from_model(cls, model: Any, codec: Any, name: str = "hf:policy",
+                   max_context: int | None = None) -> HFAgent:
+        """An agent over a live model (RL rollouts drive the policy being trained)."""
+        self = cls.__new__(cls)
+        self.name, self.model, self.codec = name, model, codec
+        n_pos = getattr(model.config, "max_position_embeddings", None) or 2048
+        self.max_context = int(min(max_context or n_pos, n_pos))
+        self._prefix = None
+        self.temperature_fn = None
+        return self
 
     def prefix_cache(self, ids: list[int]) -> tuple[Any, int] | None:
         """A copy of the KV cache of the system message when `ids` starts with it (the system

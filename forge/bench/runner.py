@@ -257,6 +257,9 @@ class Bench:
             check_overlap(self.ts, cfg.train_data)
         self._model: CachedModel | None = None
         self._executor: ProcessPoolExecutor | None = None
+        # Wall time of the episodes run in this invocation (kept out of the agents' entries,
+        # which are a function of the stored episodes only).
+        self.timing: dict[str, dict[str, Any]] = {}
 
     @property
     def model(self) -> CachedModel:
@@ -342,7 +345,12 @@ class Bench:
             with fdb.transaction(self.con):
                 self.con.execute("UPDATE bench_runs SET status = ?, finished_at = "
                                  "current_timestamp WHERE bench_run_id = ?", [status, rid])
-        self.log(f"{spec.spec}: done in {time.perf_counter() - t0:.1f} s")
+        el = time.perf_counter() - t0
+        self.timing[spec.spec] = {"episodes_run": len(jobs), "elapsed_s": round(el, 2),
+                                  "episodes_per_s": round(len(jobs) / el, 2) if jobs else None,
+                                  "workers": (self.cfg.workers or os.cpu_count() or 1)
+                                  if spec.kind == "builtin" else 1}
+        self.log(f"{spec.spec}: done in {el:.1f} s")
         return rid
 
     def _store(self, rid: str, rows: list[dict[str, Any]]) -> None:
@@ -486,7 +494,8 @@ class Bench:
                          "hash": self.ts.content_hash, "n_tasks": len(self.tasks),
                          "sampled": bool(self.cfg.sample)},
             "config": {k: v for k, v in asdict(self.cfg).items() if k not in ("db", "out")},
-            "model_hash": self.model.model_hash, "bench_runs": runs, "agents": agents}
+            "model_hash": self.model.model_hash, "bench_runs": runs, "agents": agents,
+            "timing": self.timing}
         if self.cfg.ns3_check:
             from forge.bench.ns3check import ns3_check
 

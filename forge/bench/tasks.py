@@ -169,13 +169,14 @@ def stratified_sample(tasks: list[BenchTask], n: int, seed: int = 0) -> list[Ben
 @dataclass
 class BuildConfig:
     out: Path = BENCH_DIR / DEFAULT_VERSION
-    n_scenarios: int = 72
+    n_scenarios: int = 80
     n_grammar: int = 256
     seed: int = 0
     simulate: bool = True
     workers: int = 2
     handwritten: Path = HANDWRITTEN
-    per_network: int = 14          # grammar candidates tried per network (reference runs cost)
+    per_network: int = 14          # grammar candidates per network, half per kind
+    max_per_network: int = 5       # grammar tasks kept per network
 
 
 def bench_scenarios(n: int, seed: int = 0) -> list[tuple[int, Scenario]]:
@@ -202,7 +203,7 @@ def build_task_set(cfg: BuildConfig, log: Any = print) -> dict[str, Any]:
     from forge.gym.goals import evaluate
     from forge.synth.loop import load_model
     from forge.synth.store import hid
-    from forge.teacher.proposer import PATTERNS, TaskWriter
+    from forge.teacher.proposer import ACTION_PATTERNS, PATTERNS, TaskWriter
 
     model = CachedModel(load_model("experiment"), maxsize=50_000)
     all_scn = bench_scenarios(cfg.n_scenarios, cfg.seed)
@@ -227,14 +228,17 @@ def build_task_set(cfg: BuildConfig, log: Any = print) -> dict[str, Any]:
             continue
         pats = list(PATTERNS)
         rng.shuffle(pats)
-        n_net = 0
+        # Action patterns are few next to question patterns: each kind gets its own quota per
+        # network, or the set would be mostly questions.
+        n_net: Counter[str] = Counter()
         for pat in pats:
-            if n_net >= cfg.per_network:
-                break
+            kind = "action" if pat in ACTION_PATTERNS else "qa"
+            if n_net[kind] >= cfg.per_network // 2:
+                continue
             p = writer.instantiate(pat, scn, random.Random(rng.random()))
             if p is None or not well_posed(p.goal, p.kind, scn):
                 continue
-            n_net += 1
+            n_net[kind] += 1
             cands.append({"instruction": p.instruction, "kind": p.kind, "family": p.family,
                           "pattern": p.pattern, "source": "grammar",
                           "scenario_id": scn.scenario_id, "goal": p.goal})
@@ -284,7 +288,7 @@ def build_task_set(cfg: BuildConfig, log: Any = print) -> dict[str, Any]:
             "L1" if c["kind"] == "qa" else "L2")
         kept.append(c)
     grammar = _select([c for c in kept if c["source"] == "grammar"], cfg.n_grammar,
-                      random.Random(f"select:{cfg.seed}"))
+                      random.Random(f"select:{cfg.seed}"), cfg.max_per_network)
     first: dict[str, dict[str, Any]] = {}
     for c in kept:
         if c["source"] == "handwritten":
@@ -301,9 +305,10 @@ def _difficulty(n: int) -> Literal["L1", "L2", "L3"]:
     return difficulty_of(n)
 
 
-def _select(cands: list[dict[str, Any]], n: int, rng: random.Random) -> list[dict[str, Any]]:
+def _select(cands: list[dict[str, Any]], n: int, rng: random.Random, cap: int
+            ) -> list[dict[str, Any]]:
     """n tasks, round-robin over (kind, difficulty, pattern) so that kinds, difficulties and
-    patterns are as even as the candidates allow, at most 3 tasks per network."""
+    patterns are as even as the candidates allow, at most `cap` tasks per network."""
     buckets: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for c in cands:
         buckets[(c["kind"], c["difficulty"], c["pattern"])].append(c)
@@ -327,7 +332,7 @@ def _select(cands: list[dict[str, Any]], n: int, rng: random.Random) -> list[dic
                 key = ks[cursor[kd] % len(ks)]
                 cursor[kd] += 1
                 b = buckets[key]
-                while b and per_net[b[-1]["scenario_id"]] >= 3:
+                while b and per_net[b[-1]["scenario_id"]] >= cap:
                     b.pop()
                 if b:
                     c = b.pop()
@@ -376,20 +381,33 @@ def _write(cfg: BuildConfig, tasks: list[BenchTask], scns: dict[str, Scenario],
 def simulate_networks(scns: list[Scenario], out: Path, workers: int, log: Any) -> None:
     """Run the bench networks in real ns-3 and ship their KPIs (ns3_*.parquet)."""
     from forge import db as fdb
-    from forge.ns3.corpus import export_corpus
     from forge.ns3.sweep import run_sweep
 
-    store = out / "build_ns3.duckdb"
+    # The runs are kept in build/ (keyed by content hash): a rebuild simulates only new networks.
+    store = REPO / "build" / "bench_ns3.duckdb"
     con = fdb.connect(store)
     try:
-        rep = run_sweep(scns, con, workers=workers, split="bench", show_progress=True)
+        rep = run_sweep(scns, con, workers=workers, split="bench", timeout_s=900,
+                        retry_failed=True, show_progress=True)
         log(f"ns-3: {rep.ok} ok, {rep.failed} failed, {rep.timeout} timeout "
             f"({rep.skipped} already simulated)")
-        export_corpus(con, out)
+        # Only this set's networks go into the shipped files.
+        keep = [s.scenario_id for s in scns]
+        export_runs(con, out, keep)
     finally:
         con.close()
-    for f in out.glob("build_ns3.duckdb*"):
-        f.unlink()
+
+
+def export_runs(con: Any, out: Path, scenario_ids: list[str]) -> None:
+    """The ns-3 runs of these networks as ns3_runs / ns3_ue_kpis / ns3_cell_kpis Parquet."""
+    ids = ", ".join(f"'{x}'" for x in sorted(set(scenario_ids)))
+    runs = f"SELECT run_id FROM ns3_runs WHERE scenario_id IN ({ids})"
+    for t, order in (("ns3_runs", "run_id"), ("ns3_ue_kpis", "run_id, ue"),
+                     ("ns3_cell_kpis", "run_id, cell")):
+        tmp = out / f".{t}.parquet.tmp"
+        con.execute(f"COPY (SELECT * FROM {t} WHERE run_id IN ({runs}) ORDER BY {order}) TO "
+                    f"'{tmp}' (FORMAT parquet, COMPRESSION zstd)")
+        tmp.replace(out / f"{t}.parquet")
 
 
 def _card(m: dict[str, Any]) -> str:

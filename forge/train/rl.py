@@ -1,0 +1,429 @@
+"""Stage 2: entropy-aware RL in the gym (`python -m forge train rl`).
+
+TRL's `GRPOTrainer` with GSPO (sequence-level importance ratios, `importance_sampling_level=
+"sequence"` with `loss_type="grpo"`) and clip-higher (`epsilon_high > epsilon`), on closed-loop
+multi-turn rollouts: `rollout_func` runs each prompt as a whole episode through the same episode
+runner as synthesis and the bench (`forge.synth.solve.EpisodeRun`), with the policy being trained
+generating every assistant turn (`forge.bench.hf.HFEpisode`). Token ids and the loss mask are
+built as the episode is generated: the model's own tokens carry loss (env_mask 1), observation
+tokens and role headers none (0), exactly like SFT's mask. Nothing is re-tokenised.
+
+Reward, one TRL reward function per component (each logged by TRL as rewards/<name>/mean, the
+weights in `reward_weights`):
+- `task_success`: 1 when the four verifiers pass (outcome judged by the Experiment Model);
+- `format_valid`: 1 unless the episode ended on an unparseable or cut-off turn;
+- `tool_efficiency`: minus the number of tool calls (a penalty per turn);
+- `token_penalty`: minus lambda_tok * tokens, lambda_tok following the dual update
+  lambda_tok <- max(0, lambda_tok + eta * (mean tokens - B)) toward a budget of B generated
+  tokens per episode (Agent-GSPO), updated once per batch;
+- `repetition`: minus the number of identical consecutive tool calls.
+
+Entropy: TRL logs the policy entropy every step. On by default: adaptive entropy control (TRL's
+`use_adaptive_entropy`, Skywork-OR1: an entropy bonus switched on only when entropy falls below a
+target, the guard against collapse) and entropy-guided exploration at rollout time (a turn whose
+first-token distribution is uncertain is sampled at a higher temperature: T = T0 * (1 + alpha *
+H / log V)). Off by default: training only on the top-entropy token quantile
+(`top_entropy_quantile` < 1): with a few-million-parameter policy and a few dozen steps it
+discards most of an already small signal; turn it on for larger runs.
+
+Prompts: the curated RL prompt set (train split) of an export, filtered to the frontier: tasks
+on which the SFT policy's pass rate over `frontier_rollouts` rollouts is neither 0 nor 1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from itertools import pairwise
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from forge.db import ForgeError
+
+
+class RLDataError(ForgeError):
+    """An RL prompt set that cannot be used."""
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class RLRunConfig:
+    model: str = _f("build/train/sft/checkpoint", "The SFT checkpoint to start from.")
+    data: str = _f("build/curated/forge-5k", "Export of `python -m forge.curate` whose "
+                   "parquet/rl_prompts.parquet holds the RL prompts.")
+    out: str = _f("build/train/rl", "Output: checkpoint/, metrics.json, rl.png.")
+    steps: int = _f(30, "Optimizer steps.")
+    prompts_per_step: int = _f(2, "Distinct prompts per step (each rolled out "
+                               "num_generations times).")
+    num_generations: int = _f(4, "Rollouts per prompt (GRPO's group).")
+    lr: float = _f(2e-4, "Learning rate.")
+    temperature: float = _f(1.0, "Base sampling temperature of rollouts.")
+    entropy_guided_alpha: float = _f(0.5, "Entropy-guided exploration: T = T0 * (1 + alpha "
+                                     "* H / log V) per turn (0 = off).")
+    max_turn_tokens: int = _f(160, "max tokens of one generated turn.")
+    max_tool_calls: int = _f(8, "Tool calls allowed per rollout episode.")
+    max_context: int = _f(1024, "Context limit of an episode in tokens.")
+    importance_sampling_level: str = _f("sequence", "sequence = GSPO (default), token = GRPO.")
+    epsilon: float = _f(3e-4, "Lower clip of the importance ratio (GSPO's sequence-level "
+                        "ratio needs a small range).")
+    epsilon_high: float = _f(4e-4, "Upper clip (clip-higher: above epsilon).")
+    beta: float = _f(0.0, "KL coefficient to the reference model (0: none, no reference "
+                     "model kept).")
+    use_adaptive_entropy: bool = _f(True, "TRL's adaptive entropy control (guard against "
+                                    "entropy collapse).")
+    entropy_target: float = _f(0.3, "Target mean token entropy (nats) of adaptive control.")
+    top_entropy_quantile: float = _f(1.0, "Train only on this top quantile of tokens by "
+                                     "entropy (1.0 = all tokens).")
+    w_success: float = _f(1.0, "Weight of task_success.")
+    w_format: float = _f(0.2, "Weight of format_valid.")
+    w_efficiency: float = _f(0.02, "Weight of tool_efficiency (per tool call).")
+    w_tokens: float = _f(1.0, "Weight of token_penalty (its scale is lambda_tok).")
+    w_repetition: float = _f(0.1, "Weight of repetition (per repeated call).")
+    token_budget: int = _f(200, "B: generated tokens per episode the dual update aims at.")
+    token_eta: float = _f(2e-5, "eta: step size of the lambda_tok dual update.")
+    token_lambda0: float = _f(0.0, "Initial lambda_tok.")
+    frontier_pool: int = _f(32, "RL prompts whose SFT pass rate is measured.")
+    frontier_rollouts: int = _f(4, "Rollouts per prompt to measure it.")
+    seed: int = _f(0, "Seed of prompt order, environments and sampling.")
+    threads: int = _f(0, "torch CPU threads (0 = torch's default).")
+    quick: bool = _f(False, "Minutes-long smoke run: 3 steps, frontier 6 x 2.")
+
+    def effective(self) -> RLRunConfig:
+        c = RLRunConfig(**asdict(self))
+        if c.quick:
+            c.steps = min(c.steps, 3)
+            c.frontier_pool = min(c.frontier_pool, 6)
+            c.frontier_rollouts = min(c.frontier_rollouts, 2)
+        if c.importance_sampling_level not in ("sequence", "token"):
+            raise ForgeError("--importance-sampling-level must be sequence or token")
+        if c.epsilon_high < c.epsilon:
+            raise ForgeError("clip-higher needs --epsilon-high >= --epsilon")
+        return c
+
+
+# --- prompts ------------------------------------------------------------------------------------
+@dataclass
+class RLTask:
+    task: dict[str, Any]          # the runner's task dict
+    scenario: Any                 # forge.scenario.Scenario
+    messages: list[dict[str, str]]  # system + user (the prompt)
+
+
+def load_rl_tasks(data: str | Path) -> list[RLTask]:
+    """The train-split RL prompts of an export, each with its network (embedded in the stored
+    task) and the prompt messages the episode starts from; bench networks are refused."""
+    from forge.bench.decontam import default_guard
+    from forge.gym.trajectory import Task
+    from forge.teacher.prompts import solve_system_prompt, task_prompt
+
+    p = Path(data)
+    f = p / "parquet" / "rl_prompts.parquet" if p.is_dir() else p
+    if not f.is_file():
+        raise RLDataError(f"no RL prompt set at {f} (export one with python -m forge.curate)")
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        cur = con.execute(f"SELECT * FROM read_parquet('{f}') ORDER BY task_id")
+        cols = [d[0] for d in cur.description]
+        rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    finally:
+        con.close()
+    missing = {"task", "split", "task_id"} - set(cols)
+    if missing:
+        raise RLDataError(f"{f}: missing columns {sorted(missing)}")
+    guard = default_guard()
+    out = []
+    for r in rows:
+        if r["split"] != "train" or r["task"] is None:
+            # No task object: its only stored attempts were rejected before verification.
+            continue
+        t = Task.model_validate_json(r["task"])
+        if t.scenario is None:
+            raise RLDataError(f"{f}: task {t.id} carries no scenario")
+        if guard is not None and t.scenario_id in guard.scenario_ids:
+            raise RLDataError(f"{f}: task {t.id} is on a bench network: the bench must stay "
+                              "held out")
+        goal = t.goal.model_dump(mode="json", by_alias=True, exclude_none=True)
+        task = {"task_id": t.id, "instruction": t.instruction, "kind": t.kind, "goal": goal}
+        out.append(RLTask(task, t.scenario, [
+            {"role": "system", "content": solve_system_prompt()},
+            {"role": "user", "content": task_prompt(t.instruction, t.kind, goal)}]))
+    if not out:
+        raise RLDataError(f"{f}: no train-split RL prompts")
+    return out
+
+
+# --- rollouts ------------------------------------------------------------------------------------
+@dataclass
+class Rollout:
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    env_mask: list[int]
+    success: bool
+    format_ok: bool
+    n_calls: int
+    n_tokens: int
+    repeats: int
+    termination: str
+
+
+def entropy_temperature(alpha: float, vocab: int) -> Any:
+    """Entropy-guided exploration: the turn's temperature grows with the normalised entropy of
+    its first-token distribution (where the policy hesitates about its next call)."""
+    import torch
+
+    log_v = math.log(max(2, vocab))
+
+    def fn(logits: Any, t0: float) -> float:
+        if alpha <= 0 or t0 <= 0:
+            return t0
+        p = torch.softmax(logits.float(), dim=-1)
+        h = float(-(p * torch.log(p.clamp_min(1e-12))).sum())
+        return t0 * (1.0 + alpha * h / log_v)
+
+    return fn
+
+
+def rollout(agent: Any, t: RLTask, em: Any, verifier: Any, cfg: RLRunConfig, seed: int
+            ) -> Rollout:
+    """One closed-loop episode by the policy; the token record comes from the episode itself."""
+    from forge.bench.hf import HFEpisode
+    from forge.synth.solve import EpisodeRun, SolveConfig, drive_sync, to_row
+    from forge.teacher.base import GenParams
+
+    run = EpisodeRun(t.task, t.scenario, em, env_seed=seed % 1000,
+                     cfg=SolveConfig(max_steps=cfg.max_tool_calls, max_attempts=1,
+                                     temperature=cfg.temperature,
+                                     max_tokens=cfg.max_turn_tokens),
+                     user_text=t.messages[1]["content"])
+    ep = HFEpisode(agent, seed)
+    try:
+        drive_sync(run, ep, GenParams(temperature=cfg.temperature,
+                                      max_tokens=cfg.max_turn_tokens, seed=seed))
+    except Exception as e:  # a policy that breaks the runner scores 0, the batch goes on
+        run._reject("parse", "agent_error", f"{type(e).__name__}: {e}", "")
+    codec = agent.codec
+    n_prompt = len(codec.encode(t.messages)[0]) + len(codec.assistant_prefix())
+    ids, mask = ep.ids, ep.mask
+    # The completion ends at the last generated token (EOS unless the turn was cut off); the
+    # newline after a final <|im_end|> is framing, not part of the completion.
+    end = ep.turns[-1][1] if ep.turns else n_prompt
+    row = to_row(t.task, t.scenario, run.ep, 0, "policy", em, verifier, 0, None)
+    calls = [m["content"] for m in run.ep.messages if m["role"] == "assistant"
+             and "<action>" in m["content"]]
+    repeats = sum(1 for a, b in pairwise(calls)
+                  if a.split("<action>")[-1] == b.split("<action>")[-1])
+    rej = run.ep.reject
+    return Rollout(prompt_ids=ids[:n_prompt], completion_ids=ids[n_prompt:end],
+                   env_mask=mask[n_prompt:end], success=row["status"] == "verified",
+                   format_ok=not (rej and rej[0] == "parse"), n_calls=len(run.ep.tools),
+                   n_tokens=sum(mask[n_prompt:end]), repeats=repeats,
+                   termination="answer" if rej is None else f"{rej[0]}/{rej[1]}")
+
+
+class TokenPenalty:
+    """minus lambda_tok * tokens, with the dual update toward the budget B per batch."""
+
+    __name__ = "token_penalty"
+
+    def __init__(self, budget: int, eta: float, lam0: float) -> None:
+        self.budget, self.eta, self.lam = budget, eta, lam0
+        self.history: list[float] = []
+
+    def __call__(self, prompts: Any = None, completions: Any = None, **kw: Any) -> list[float]:
+        tokens = [float(x) for x in kw["n_tokens"]]
+        out = [-self.lam * x for x in tokens]
+        mean = sum(tokens) / max(1, len(tokens))
+        self.lam = max(0.0, self.lam + self.eta * (mean - self.budget))
+        self.history.append(self.lam)
+        return out
+
+
+def _component(name: str, key: str, fn: Any) -> Any:
+    def reward(prompts: Any = None, completions: Any = None, **kw: Any) -> list[float]:
+        return [float(fn(x)) for x in kw[key]]
+
+    reward.__name__ = name
+    return reward
+
+
+def reward_functions(cfg: RLRunConfig) -> tuple[list[Any], list[float], TokenPenalty]:
+    tok = TokenPenalty(cfg.token_budget, cfg.token_eta, cfg.token_lambda0)
+    funcs = [_component("task_success", "success", lambda s: 1.0 if s else 0.0),
+             _component("format_valid", "format_ok", lambda s: 1.0 if s else 0.0),
+             _component("tool_efficiency", "n_calls", lambda n: -float(n)),
+             tok,
+             _component("repetition", "repeats", lambda n: -float(n))]
+    weights = [cfg.w_success, cfg.w_format, cfg.w_efficiency, cfg.w_tokens, cfg.w_repetition]
+    return funcs, weights, tok
+
+
+class RolloutFunc:
+    """TRL's `rollout_func`: one closed-loop episode per prompt received (TRL hands the prompts
+    over already repeated num_generations times)."""
+
+    def __init__(self, tasks: list[RLTask], cfg: RLRunConfig, codec: Any, em: Any,
+                 verifier: Any) -> None:
+        self.by_user = {t.messages[1]["content"]: t for t in tasks}
+        self.cfg, self.codec, self.em, self.verifier = cfg, codec, em, verifier
+        self.calls = 0
+        self.received: list[int] = []
+        self.log: list[dict[str, Any]] = []
+
+    def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
+        from forge.bench.hf import HFAgent
+
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        was_training = model.training
+        model.eval()
+        agent = HFAgent.from_model(model, self.codec, max_context=self.cfg.max_context)
+        agent.temperature_fn = entropy_temperature(self.cfg.entropy_guided_alpha,
+                                                   len(self.codec.tokenizer))
+        self.received.append(len(prompts))
+        outs: list[Rollout] = []
+        t0 = time.perf_counter()
+        try:
+            for i, p in enumerate(prompts):
+                user = next(m["content"] for m in p if m["role"] == "user")
+                task = self.by_user.get(user)
+                if task is None:
+                    raise RLDataError("rollout_func got a prompt that is not in the RL set")
+                seed = self.cfg.seed * 1_000_003 + self.calls * 997 + i
+                outs.append(rollout(agent, task, self.em, self.verifier, self.cfg, seed))
+        finally:
+            if was_training:
+                model.train()
+        self.calls += 1
+        self.log.append({"call": self.calls, "episodes": len(outs),
+                         "rollout_s": round(time.perf_counter() - t0, 2),
+                         "success": sum(o.success for o in outs) / max(1, len(outs)),
+                         "terminations": [o.termination for o in outs]})
+        return {"prompt_ids": [o.prompt_ids for o in outs],
+                "completion_ids": [o.completion_ids for o in outs],
+                "logprobs": None,
+                "env_mask": [o.env_mask for o in outs],
+                "success": [o.success for o in outs], "format_ok": [o.format_ok for o in outs],
+                "n_calls": [o.n_calls for o in outs], "n_tokens": [o.n_tokens for o in outs],
+                "repeats": [o.repeats for o in outs]}
+
+
+# --- frontier -------------------------------------------------------------------------------------
+def frontier(tasks: list[RLTask], model: Any, codec: Any, em: Any, verifier: Any,
+             cfg: RLRunConfig, log: Any) -> tuple[list[RLTask], dict[str, Any]]:
+    """The tasks on which the policy's pass rate over `frontier_rollouts` is in (0, 1)."""
+    from forge.bench.hf import HFAgent
+
+    rng = random.Random(cfg.seed)
+    pool = rng.sample(tasks, min(cfg.frontier_pool, len(tasks)))
+    agent = HFAgent.from_model(model, codec, max_context=cfg.max_context)
+    rates = []
+    for i, t in enumerate(pool):
+        ok = sum(rollout(agent, t, em, verifier, cfg, cfg.seed * 7919 + 31 * i + r).success
+                 for r in range(cfg.frontier_rollouts))
+        rates.append(ok / cfg.frontier_rollouts)
+    front = [t for t, r in zip(pool, rates, strict=True) if 0 < r < 1]
+    info = {"pool": len(pool), "rollouts_each": cfg.frontier_rollouts,
+            "pass_rate_hist": {"0": sum(r == 0 for r in rates), "1": sum(r == 1 for r in rates),
+                               "between": len(front)},
+            "mean_pass_rate": round(sum(rates) / max(1, len(rates)), 4)}
+    if len(front) < cfg.prompts_per_step:
+        # Too few frontier tasks to fill a step: the solvable ones (rate > 0) first, then the
+        # rest; said in the metrics, not hidden.
+        order = sorted(range(len(pool)), key=lambda k: (-(0 < rates[k] < 1), -rates[k], k))
+        front = [pool[k] for k in order[:max(cfg.prompts_per_step * 4, len(front))]]
+        info["fallback"] = "fewer frontier tasks than prompts_per_step: padded by pass rate"
+    log(f"frontier: {info}")
+    return front, info
+
+
+# --- the run --------------------------------------------------------------------------------
+def run_rl(cfg: RLRunConfig, log: Any = print) -> dict[str, Any]:
+    import torch
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from forge.gym.env import CachedModel
+    from forge.synth.loop import load_model
+    from forge.train.model import codec_for, load_checkpoint, save_checkpoint
+    from verifiers import TrajectoryVerifier
+
+    cfg = cfg.effective()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    model, tok = load_checkpoint(cfg.model)
+    codec = codec_for(cfg.model, tok)
+    tasks = load_rl_tasks(cfg.data)
+    em = CachedModel(load_model("experiment"), maxsize=20000)
+    verifier = TrajectoryVerifier(em)
+    t0 = time.perf_counter()
+    front, finfo = frontier(tasks, model, codec, em, verifier, cfg, log)
+    finfo["wall_s"] = round(time.perf_counter() - t0, 1)
+    ds = Dataset.from_list([{"prompt": t.messages} for t in front])
+    funcs, weights, tokpen = reward_functions(cfg)
+    rf = RolloutFunc(front, cfg, codec, em, verifier)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    gcfg = GRPOConfig(
+        output_dir=str(out / "trainer"), use_cpu=not torch.cuda.is_available(), bf16=False,
+        max_steps=cfg.steps, learning_rate=cfg.lr, lr_scheduler_type="constant",
+        per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
+        gradient_accumulation_steps=1, num_generations=cfg.num_generations,
+        importance_sampling_level=cfg.importance_sampling_level, loss_type="grpo",
+        epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, beta=cfg.beta,
+        use_adaptive_entropy=cfg.use_adaptive_entropy, entropy_target=cfg.entropy_target,
+        top_entropy_quantile=cfg.top_entropy_quantile, reward_weights=weights,
+        mask_truncated_completions=False, max_completion_length=cfg.max_context,
+        logging_steps=1, save_strategy="no", report_to=[], seed=cfg.seed,
+        dataloader_num_workers=0, shuffle_dataset=True)
+    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=gcfg, train_dataset=ds,
+                          processing_class=tok, rollout_func=rf)
+    t1 = time.perf_counter()
+    trainer.train()
+    train_s = time.perf_counter() - t1
+    ck = save_checkpoint(trainer.model, tok, out / "checkpoint",
+                         meta={"codec": {"compact": codec.compact}, "stage": "rl",
+                               "parent": str(cfg.model), "config": asdict(cfg)})
+    hist = [h for h in trainer.state.log_history if "loss" in h or "reward" in h]
+    metrics = {"config": asdict(cfg), "checkpoint": str(ck), "frontier": finfo,
+               "steps": trainer.state.global_step, "train_s": round(train_s, 1),
+               "steps_per_min": round(60 * trainer.state.global_step / max(train_s, 1e-9), 3),
+               "lambda_tok": tokpen.history, "rollouts": rf.log,
+               "prompts_received_per_call": rf.received, "history": hist}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str) + "\n")
+    plot_rl(hist, tokpen.history, out / "rl.png")
+    log(f"RL: {metrics['steps']} steps in {train_s:.0f} s ({metrics['steps_per_min']} "
+        f"steps/min); checkpoint {ck}")
+    return metrics
+
+
+def plot_rl(hist: list[dict[str, Any]], lam: list[float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    steps = [h.get("step", i + 1) for i, h in enumerate(hist)]
+    for key in sorted({k for h in hist for k in h if k.startswith("rewards/") and
+                       k.endswith("/mean")}):
+        axes[0].plot(steps, [h.get(key) for h in hist], label=key.split("/")[1])
+    axes[0].plot(steps, [h.get("reward") for h in hist], "k--", label="total")
+    axes[0].set_title("reward components")
+    axes[0].legend(fontsize=7)
+    axes[1].plot(steps, [h.get("entropy") for h in hist])
+    axes[1].set_title("policy entropy (nats)")
+    axes[2].plot(range(1, len(lam) + 1), lam)
+    axes[2].set_title("lambda_tok (dual update)")
+    for ax in axes:
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,116 @@
+"""Stage 2 (RL): closed-loop rollouts in the real gym through the shared episode runner, the
+token record and env mask built while generating, the reward components with the dual token
+budget, and a few GSPO steps through TRL's real GRPOTrainer on a tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from forge.train.rl import RLDataError, RLRunConfig, TokenPenalty, load_rl_tasks
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real small pool (offline teacher) curated into an export with an RL prompt set."""
+    from forge import db as fdb
+    from forge.curate import CurateConfig, run
+    from forge.synth.loop import GenerateConfig, run_generate
+
+    d = tmp_path_factory.mktemp("rl")
+    db = d / "pool.duckdb"
+    run_generate(GenerateConfig(rounds=1, tasks_per_round=48, workers=1, db=str(db), seed=11))
+    con = fdb.connect(db)
+    run(CurateConfig(target="80", allow_short=True, out=str(d / "export"), name="rl"), con)
+    con.close()
+    return d / "export"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(export: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from datasets import load_from_disk
+
+    from forge.train.chat import ChatCodec
+    from forge.train.model import build_tiny, save_checkpoint
+    from forge.train.tokenizer import train_tokenizer
+
+    ds = load_from_disk(str(export / "dataset"))["train"]
+    texts = [m["content"] or "" for row in ds for m in row["messages"]]
+    tok = train_tokenizer(texts, vocab_size=600)
+    ChatCodec(tok)  # the protocol tokens are single ids
+    model = build_tiny(tok, preset="micro", context=1024)
+    return save_checkpoint(model, tok, tmp_path_factory.mktemp("ck") / "ck")
+
+
+def test_rl_prompts_load_and_bad_input_is_refused(export: Path, tmp_path: Path) -> None:
+    tasks = load_rl_tasks(export)
+    assert tasks and all(t.messages[0]["role"] == "system" for t in tasks)
+    assert all(t.scenario is not None and t.task["goal"] for t in tasks)
+    with pytest.raises(RLDataError, match="no RL prompt set"):
+        load_rl_tasks(tmp_path)
+
+
+def test_rollout_token_record_and_env_mask(export: Path, checkpoint: Path, em: Any) -> None:
+    from forge.bench.hf import HFAgent
+    from forge.gym.env import CachedModel
+    from forge.train.model import codec_for, load_checkpoint
+    from forge.train.rl import rollout
+    from verifiers import TrajectoryVerifier
+
+    model, tok = load_checkpoint(checkpoint)
+    codec = codec_for(checkpoint, tok)
+    agent = HFAgent.from_model(model, codec, max_context=1024)
+    cm = CachedModel(em)
+    cfg = RLRunConfig(max_turn_tokens=40, max_tool_calls=3, temperature=1.0)
+    t = load_rl_tasks(export)[0]
+    r = rollout(agent, t, cm, TrajectoryVerifier(cm), cfg, seed=3)
+    # The prompt is exactly the encoded system + user messages and the assistant header.
+    ids, _ = codec.encode(t.messages)
+    assert r.prompt_ids == ids + codec.assistant_prefix()
+    assert len(r.completion_ids) == len(r.env_mask)
+    assert r.n_tokens == sum(r.env_mask) > 0
+    # Observation tokens never carry loss.
+    ans = {codec.special_ids["<ans>"], codec.special_ids["</ans>"]}
+    assert all(m == 0 for i, m in zip(r.completion_ids, r.env_mask, strict=True) if i in ans)
+    # A completion either ends on the policy's EOS or was cut off (TRL counts it truncated).
+    if r.completion_ids and r.completion_ids[-1] == codec.eos_id:
+        assert r.env_mask[-1] == 1
+
+
+def test_token_penalty_dual_update() -> None:
+    tp = TokenPenalty(budget=100, eta=0.01, lam0=0.0)
+    assert tp(n_tokens=[300, 300]) == [0.0, 0.0]          # lambda was 0 for this batch
+    assert tp.lam == pytest.approx(2.0)                     # 0 + 0.01 * (300 - 100)
+    assert tp(n_tokens=[50, 50]) == [-100.0, -100.0]
+    assert tp.lam == pytest.approx(1.5)
+    tp(n_tokens=[0] * 4)
+    tp(n_tokens=[0] * 4)
+    assert tp.lam == 0.0                                    # projected at 0
+
+
+def test_gspo_steps_through_trl(export: Path, checkpoint: Path, tmp_path: Path) -> None:
+    from forge.train.model import load_checkpoint
+    from forge.train.rl import run_rl
+
+    m = run_rl(RLRunConfig(model=str(checkpoint), data=str(export), out=str(tmp_path / "rl"),
+                           steps=2, prompts_per_step=2, num_generations=2, frontier_pool=3,
+                           frontier_rollouts=1, max_turn_tokens=40, max_tool_calls=3,
+                           threads=1), log=lambda s: None)
+    assert m["steps"] == 2
+    # TRL hands rollout_func prompts already repeated num_generations times.
+    assert m["prompts_received_per_call"] == [4, 4]
+    h = m["history"]
+    for key in ("rewards/task_success/mean", "rewards/format_valid/mean",
+                "rewards/tool_efficiency/mean", "rewards/token_penalty/mean",
+                "rewards/repetition/mean", "entropy"):
+        assert all(key in x for x in h), key
+    assert len(m["lambda_tok"]) == 2
+    assert m["config"]["importance_sampling_level"] == "sequence"
+    assert m["config"]["epsilon_high"] > m["config"]["epsilon"]
+    assert (tmp_path / "rl" / "rl.png").stat().st_size > 1000
+    meta = json.loads((tmp_path / "rl" / "checkpoint" / "forge_train.json").read_text())
+    assert meta["stage"] == "rl"
+    load_checkpoint(tmp_path / "rl" / "checkpoint")
