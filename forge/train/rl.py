@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import json
 import math
-from itertools import pairwise
 import random
 import time
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
