@@ -143,13 +143,17 @@ def forge(stage: str = "generate", rounds: int = 2, tasks_per_round: int = 64,
           grid: str = "small", n: int | None = None, target: str = "50k",
           allow_short: bool = False, target_verified: int | None = None,
           action_share: float = 0.5, request_timeout: float = 120.0, max_tokens: int = 1024,
-          proposal_max_tokens: int = 4096) -> dict[str, Any]:
+          proposal_max_tokens: int = 4096, agents: list[str] | None = None, k: int = 4,
+          sample: int | None = None, name: str = "default", ns3_check: int = 0,
+          extra_args: list[str] | None = None) -> dict[str, Any]:
     """One flow for every stage. generate: grow the trajectory pool (forge.synth);
     seed: ns-3 runs (grid, n); calibrate: train the Experiment Model; curate: forge.curate
     (target, allow_short). generate also takes target_verified (stop once the store holds that
     many verified trajectories), action_share (action/qa mix asked of the teacher), and for
     slow endpoints request_timeout (seconds per request), max_tokens (per solving turn) and
-    proposal_max_tokens (per proposal call)."""
+    proposal_max_tokens (per proposal call). bench: `forge bench` (agents, k, sample, name,
+    ns3_check, extra_args: more `forge bench` flags); train-sft / train-rl: `forge train
+    sft|rl` (extra_args: its command-line flags, e.g. ["--quick"])."""
     if stage == "generate":
         if api_key_secret_block:
             from forge.teacher.openai_client import SECRET_BLOCK_ENV
@@ -170,6 +174,12 @@ def forge(stage: str = "generate", rounds: int = 2, tasks_per_round: int = 64,
             (["--n", str(n)] if n else [])
     elif stage == "calibrate":
         argv = ["calibrate", "--seed", str(seed), "--quiet"]
+    elif stage == "bench":
+        argv = ["bench", "--k", str(k), "--seed", str(seed), "--name", name,
+                "--ns3-check", str(ns3_check)] + [a for x in agents or [] for a in ("--agent", x)]
+        argv += (["--sample", str(sample)] if sample else []) + list(extra_args or [])
+    elif stage in ("train-sft", "train-rl"):
+        argv = ["train", stage.removeprefix("train-"), *(extra_args or [])]
     elif stage == "curate":
         if importlib.util.find_spec("forge.curate") is None:
             raise RuntimeError("forge.curate is not installed in this checkout")
@@ -182,8 +192,8 @@ def forge(stage: str = "generate", rounds: int = 2, tasks_per_round: int = 64,
             raise RuntimeError(f"`python -m forge.curate {' '.join(cargs)}` exited with {rc}")
         return {"stage": stage, "exit_code": rc}
     else:
-        raise ValueError(f"unknown stage {stage!r} (generate | seed | calibrate | curate)")
-    if db:
+        raise ValueError(f"unknown stage {stage!r} ({' | '.join(stages())})")
+    if db and not stage.startswith("train"):
         argv += ["--db", db]
     rc = cli(argv)
     if rc != 0:
@@ -192,7 +202,7 @@ def forge(stage: str = "generate", rounds: int = 2, tasks_per_round: int = 64,
 
 
 def stages() -> list[str]:
-    out = ["generate", "seed", "calibrate"]
+    out = ["generate", "seed", "calibrate", "bench", "train-sft", "train-rl"]
     if importlib.util.find_spec("forge.curate") is not None:
         out.append("curate")
     return out

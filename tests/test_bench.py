@@ -210,6 +210,9 @@ def test_episodes_are_stored_and_report_is_reproducible(small_report: dict[str, 
     def strip(a: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in a.items() if k not in ("wall_s", "episodes_per_s")}
 
+    assert again["timing"]["teacher"]["episodes_run"] == 0     # all reused from the store
+    assert fresh["timing"]["teacher"]["episodes_run"] == 24
+
     for name in ("threshold-rule", "teacher"):
         assert strip(again["agents"][name]) == strip(small_report["agents"][name])
         assert strip(fresh["agents"][name]) == strip(small_report["agents"][name])

@@ -32,6 +32,7 @@ from typing import Any
 import duckdb
 
 from forge import db as fdb
+from forge.bench.decontam import drop_bench_overlap
 from forge.gym.env import CachedModel, Predictor
 from forge.scenario import Scenario
 from forge.synth import store
@@ -388,6 +389,10 @@ class Generator:
             rejects += v.rejects
             for r, n in v.reasons.items():
                 self.reasons[f"propose/{r}"] += n
+        # Decontamination: the bench's networks and instructions stay out of the pool.
+        tasks, held_out = drop_bench_overlap(tasks, self.gen_run_id, rnd, self.teacher.name)
+        rejects += held_out
+        self.reasons["propose/bench_overlap"] += len(held_out)
         with fdb.transaction(self.con):
             added = store.insert_tasks(self.con, tasks)
             store.insert_rejects(self.con, rejects)
