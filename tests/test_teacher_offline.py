@@ -68,7 +68,8 @@ def test_planner_solves_most_tasks_with_varied_depth() -> None:
     diffs = Counter(r["difficulty"] for r in act + qa if r["status"] == "verified")
     assert diffs["L1"] and diffs["L3"] and diffs["L2"] + diffs["L3"] >= 10
     tools = Counter(x for r in act for x in r["tools"])
-    assert tools["what_if"] >= 30 and sum(1 for r in act if "rollback" in r["tools"]) >= 1
+    # Scored by what_if (focused and named-fix episodes score fewer changes: L1/L2 samples).
+    assert tools["what_if"] >= 20 and sum(1 for r in act if "rollback" in r["tools"]) >= 1
     # Configure actions were chosen by search, and several kinds of them were used.
     configure = {x for r in act for x in r["tools"]} & {
         "set_bandwidth", "set_tx_power", "force_handover", "set_ue_server",

@@ -96,6 +96,22 @@ ACTION = [
      "violation count below {t:g}."),
     ("ue_delay", "mobility", "L2", "UE {ue} is on the move and its latency ({delay} ms) is too "
      "high for its app. Get it to {t} ms or less."),
+    # Tickets that name their fix (the diagnosis is done): every configure tool is taught as a
+    # fix, including the ones the planner's search rarely picks.
+    ("ue_throughput", "mobility", "L1", "UE {ue} walks through cell {cell}'s border and drops "
+     "to {thr} Mbps. The mobility study says: fix it by {fix}, and reach {t} Mbps."),
+    ("ue_delay", "mobility", "L1", "Moving UE {ue} sees {delay} ms. Apply the agreed fix, "
+     "{fix}, so that its delay is at most {t} ms."),
+    ("slice_sla", "slices", "L1", "QCI {qci} has {viol} SLA breach(es). The approved change is "
+     "{fix}; apply it and get the violations below {t:g}."),
+    ("cell_load", "hotspot", "L1", "Cell {cell} is overloaded ({prb}). Engineering suggests "
+     "{fix}. Bring its PRB utilisation to {t} or below."),
+    ("ue_throughput", "hotspot", "L2", "UE {ue} is squeezed to {thr} Mbps by a heavy user on "
+     "the same cell. Planning decided on {fix}: reach {t} Mbps."),
+    ("ue_delay", "edge_offload", "L1", "UE {ue} sees {delay} ms. Apply the agreed fix, {fix}, "
+     "and bring its delay to {t} ms or less."),
+    ("net_satisfaction", "cell_edge", "L2", "The worst UE gets {sat} of its rate. The "
+     "diagnosis says {fix}; lift the minimum satisfaction to {t}."),
 ]
 QA = [
     ("qa_busiest", "hotspot", "Which cell is the busiest right now? Give the cell index."),
@@ -148,6 +164,28 @@ QA = [
     ("qa_ue_serving", "uniform", "Which cell serves UE {ue}?"),
     ("qa_power", "mobility", "What is the total power draw of this {n_cells}-cell network "
      "(W)?"),
+    # Multi-step questions: aggregation and comparison across cells or slices, what-if,
+    # closed-form capacity, CQI mapping, listings.
+    ("qa_cell_agg", "hotspot", "Which cell's UEs have the {hl} {agg} {ml}? Give the cell "
+     "index."),
+    ("qa_cell_agg", "uniform", "Across all cells, which cell's UEs see the {hl} {agg} {ml}?"),
+    ("qa_cell_pct", "cell_edge", "Which cell has the {hl} {p}th-percentile UE {ml}?"),
+    ("qa_cell_gap", "coverage_hole", "Which cell has the largest gap between the mean and the "
+     "{agg} {ml} of its UEs?"),
+    ("qa_cell_spread", "mobility", "Which cell has the largest spread between its {p1}th and "
+     "{p2}th percentile UE {ml}?"),
+    ("qa_slice_agg", "slices", "Which slice (QCI) has the {hl} {agg} {ml}?"),
+    ("qa_whatif_busy", "hotspot", "If cell {c} were widened to {rbs} RBs, which cell would be "
+     "the busiest by predicted PRB utilisation?"),
+    ("qa_capacity", "uniform", "What downlink capacity (Mbps) would cell {c} have with {rbs} "
+     "RBs, by the closed-form estimate?"),
+    ("qa_cqi_of", None, "Which CQI does an LTE UE report at an SINR of {x} dB?"),
+    ("qa_cqi_gain", "cell_edge", "If UE {ue}'s SINR rose by {d} dB, which CQI would it "
+     "report?"),
+    ("qa_list_max", None, "Looking at the cell list, which cell {what}?"),
+    ("qa_heavy_ue", "hotspot", "Which UE of cell {c} asks for the most downlink traffic?"),
+    ("qa_server_of", "edge_offload", "Is UE {ue}'s application served from the edge or the "
+     "cloud?"),
     ("qa_concept", None, "CONCEPT:0"),
     ("qa_concept", None, "CONCEPT:1"),
     ("qa_concept", None, "CONCEPT:2"),
@@ -170,6 +208,9 @@ def author(out: Path = SEED_DIR / "seed_tasks.jsonl") -> list[SeedTask]:
     model = CachedModel(load_model("auto"))
     writer = TaskWriter(model, lambda _: None, compose_rate=0.0, mistake_rate=0.0,
                         guided_rate=0.0)
+    # Templates that name their fix ({fix}) need a threshold that fix reaches.
+    guided = TaskWriter(model, lambda _: None, compose_rate=0.0, mistake_rate=0.0,
+                        guided_rate=1.0)
     by_family: dict[str, list[int]] = {}
     for s in range(SEED_BASE, SEED_BASE + 600):
         by_family.setdefault(sample_scenario(s).family, []).append(s)
@@ -192,23 +233,29 @@ def author(out: Path = SEED_DIR / "seed_tasks.jsonl") -> list[SeedTask]:
                 i = used.get(f, 0)
                 used[f] = i + 1
                 seed = seeds[i % len(seeds)]
-                scn = sample_scenario(seed)
+                # Handover tasks need the mobility corner with handovers on.
+                ho = pattern == "handovers" or (fam == "mobility" and "{fix}" in text)
+                scn = sample_scenario(seed, handover=ho)
                 if text.startswith("CONCEPT:"):
                     q, a = CONCEPTS[int(text.split(":")[1])]
                     goal = {"answer": {"type": "string", "value": a}}
                     instr = q
                 else:
-                    p = writer.instantiate(pattern, scn, rng, text=text)
-                    if p is None:
+                    w = guided if "{fix}" in text else writer
+                    p = w.instantiate(pattern, scn, rng, text=text)
+                    if p is None or ("{fix}" in text and w is guided and
+                                     p.difficulty != "L1"):
                         continue
                     goal, instr = p.goal, p.instruction
+                    if group == "q":
+                        diff = p.difficulty  # a question's difficulty is its calls
                 if instr in seen:
                     continue
                 seen.add(instr)
                 t = SeedTask(id=f"seed-{group}-{len(tasks):03d}", instruction=instr,
                              kind="action" if group == "a" else "qa", difficulty=diff,  # type: ignore[arg-type]
                              family=scn.family, pattern=pattern, scenario_seed=seed,
-                             handover=False,
+                             handover=ho,
                              scenario_id=scn.scenario_id, goal=goal)  # type: ignore[arg-type]
                 assert not check(t), check(t)
                 tasks.append(t)
