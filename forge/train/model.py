@@ -59,7 +59,7 @@ def build_tiny(tokenizer: Any, preset: str = "tiny", context: int = 2048) -> Any
     cfg = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=p.hidden, intermediate_size=p.intermediate,
         num_hidden_layers=p.layers, num_attention_heads=p.heads, num_key_value_heads=p.kv_heads,
-        max_position_embeddings=context, rope_theta=10000.0, tie_word_embeddings=True,
+        max_position_embeddings=context, tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None)
     return LlamaForCausalLM(cfg)

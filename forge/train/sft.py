@@ -411,8 +411,8 @@ def _train(cfg: SFTRunConfig, dd: Any, t_all: float, log: Any) -> dict[str, Any]
     result = trainer.train()
     train_wall = time.perf_counter() - t0
     hist = list(trainer.state.log_history)
-    if not hist or "eval_loss" not in hist[-1] or hist[-1].get("step") != trainer.state.global_step:
-        trainer.evaluate()
+    if not any("eval_loss" in h and h.get("step") == trainer.state.global_step for h in hist):
+        trainer.evaluate()   # the held-out loss of the final weights, when no eval step hit it
         hist = list(trainer.state.log_history)
     hist = [{**ev0, "step": 0}, *hist]
     train_losses = [h["loss"] for h in hist if "loss" in h]
