@@ -221,7 +221,8 @@ def resolve_model(spec: str, train_messages: list[list[dict[str, Any]]],
                              f"and no such path")
     mdl, tok = M.load_checkpoint(p)
     mdl.train()
-    return mdl, tok, {"base": str(p.resolve()), **M.checkpoint_meta(p)}
+    parent = M.checkpoint_meta(p)
+    return mdl, tok, {**parent, "base": str(p.resolve()), "started_from": parent.get("base")}
 
 
 def tokenize_split(ds: Any, codec: ChatCodec, limit: int = 0) -> dict[str, list[Any]]:
