@@ -23,7 +23,7 @@ from collections import Counter
 from typing import Any
 
 from verifiers.base import Context
-from verifiers.claims import Claim, check_claims, collect_facts, parse_claims
+from verifiers.claims import Claim, candidates, check_claims, collect_facts, parse_claims
 from verifiers.format import check_format
 
 _PAIR_RES = (re.compile(r"\bfrom\s+(-?\d+(?:\.\d+)?)(\s+[a-zA-Z%]+)?\s+to\s+(-?\d+(?:\.\d+)?)"),
@@ -54,12 +54,15 @@ def mutations(final: str, ctx: Context, rng: random.Random) -> dict[str, str]:
         new = _replace_claim(final, c, scaled)
         if new is not None and float(scaled) != c.value:
             out["scaled"] = new
-        # Another observed number, bound to another entity or metric, clearly different.
+        # Another observed number, bound to another entity or metric, and clearly different from
+        # every value the claim's entity and metric had at any time (a UE's delay is measured by
+        # several tools, each with its own noise: quoting any of them is not a fabrication).
+        own = [*candidates(c, facts, None), c.value]
         others = sorted({v for (ent, fam), vals in facts.by_key.items()
                          if not ((c.entity is None or ent == c.entity)
                                  and (c.families is None or fam in c.families))
                          for v, _ in vals
-                         if abs(v - c.value) > 0.05 * max(abs(c.value), 1e-3) and v >= 0})
+                         if v >= 0 and all(abs(v - o) > 0.05 * max(abs(o), 1e-3) for o in own)})
         if others:
             v = rng.choice(others)
             lit = f"{v:g}"

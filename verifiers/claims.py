@@ -427,7 +427,7 @@ _PHASES_OK = {"before": {"before", "any", "change"}, "after": {"after", "any", "
               None: {"before", "after", "any", "between", "predicted", "change"}}
 
 
-def _candidates(c: Claim, facts: Facts, phases: set[str] | None) -> list[float]:
+def candidates(c: Claim, facts: Facts, phases: set[str] | None) -> list[float]:
     out: list[float] = []
     for (ent, fam), vals in facts.by_key.items():
         if c.entity is not None and ent != c.entity:
@@ -443,13 +443,13 @@ def judge(c: Claim, facts: Facts, bind: bool = True) -> str:
     observed or instructed number), kept for measuring what binding changes."""
     if not bind or c.in_answer_tag or (c.entity is None and c.families is None):
         return "ok" if _value_matches(c, facts.anywhere) else "ungrounded_number"
-    if _value_matches(c, _candidates(c, facts, _PHASES_OK[c.phase])):
+    if _value_matches(c, candidates(c, facts, _PHASES_OK[c.phase])):
         return "ok"
     if c.target and _value_matches(c, facts.instruction):
         return "ok"
     if not _value_matches(c, facts.anywhere):
         return "ungrounded_number"
-    if c.phase is not None and _value_matches(c, _candidates(c, facts, None)):
+    if c.phase is not None and _value_matches(c, candidates(c, facts, None)):
         return "wrong_phase"
     return "misattributed_number"
 
