@@ -63,7 +63,7 @@ def bench_faults(args: argparse.Namespace) -> dict[str, Any]:
 
     db = str(Path(tempfile.mkdtemp(prefix="forge-bench-faults-")) / "f.duckdb")
     out: dict[str, Any] = {"rate": args.rate, "tasks": args.tasks}
-    with local_server("--model", "closed-form") as up, \
+    with local_server("--model", "closed-form", startup_s=180) as up, \
             FaultProxy(up, rate=args.rate, seed=args.seed) as proxy:
         runs = []
         for i in range(2):  # the run, then a rerun with the same flags

@@ -197,8 +197,8 @@ class OpenAITeacher:
         self._last_flush = time.monotonic()
         self.faults: Counter[str] = Counter()
         self.stats = {"calls": 0, "cache_hits": 0, "retries": 0, "given_up": 0,
-                      "finish_length": 0, "prompt_tokens": 0, "completion_tokens": 0,
-                      "latency_s": 0.0}
+                      "finish_length": 0, "concurrency_lowered": 0, "prompt_tokens": 0,
+                      "completion_tokens": 0, "latency_s": 0.0}
 
     @classmethod
     def from_env(cls, con: duckdb.DuckDBPyConnection | None, *, base_url: str | None = None,
@@ -472,6 +472,7 @@ class OpenAITeacher:
                                 if f.kind == "timeout" else ""))
                     if f.kind == "timeout":
                         self._limit().lower()
+                        self.stats["concurrency_lowered"] += 1
                     if self._given_up_in_a_row >= self.give_up_streak:
                         raise TeacherUnreachable(
                             f"the endpoint at {self.base_url} failed {self._given_up_in_a_row} "
@@ -496,6 +497,7 @@ class OpenAITeacher:
             # again now would double its work. Keep this slot taken for another timeout
             # (time for the abandoned generation to finish) and halve the concurrency.
             lim = self._limit().lower()
+            self.stats["concurrency_lowered"] += 1
             wait = min(self.timeout_s, self.max_wait_s)
             self.log(f"a request to {self.base_url} timed out after {self.timeout_s:g} s; the "
                      f"server may still be generating it, so it is retried once after {wait:g} "
