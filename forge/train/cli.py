@@ -25,8 +25,9 @@ def add_config_args(p: argparse.ArgumentParser, cls: Any) -> None:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
                            help=help_)
         else:
+            # The parser's ArgumentDefaultsHelpFormatter appends the default.
             p.add_argument(flag, type=_TYPES.get(str(f.type), str), default=f.default,
-                           help=f"{help_} (default: {f.default})")
+                           help=help_)
 
 
 def cmd_sft(args: argparse.Namespace) -> int:
