@@ -49,7 +49,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from forge.experiment_model.calibrate import CalibrateConfig, calibrate
 
     cfg = CalibrateConfig(out_dir=Path(args.out), epochs=args.epochs, ensemble=args.ensemble,
-                          seed=args.seed)
+                          seed=args.seed, paired_weight=args.paired_weight)
     con = fdb.connect(args.db)
     if not args.no_import:
         from forge.ns3.corpus import import_corpus
@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=None, help="training epochs (config default)")
     p.add_argument("--ensemble", type=int, default=None, help="ensemble members")
     p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.add_argument("--paired-weight", type=float, default=0.0,
+                   help="weight of the paired (effect-of-change) loss on the store's calibration "
+                        "pairs (python -m forge.ns3.pairs); 0 = off")
     p.add_argument("--no-import", action="store_true",
                    help="do not import the shipped corpus into the store first")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

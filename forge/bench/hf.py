@@ -106,7 +106,7 @@ class HFEpisode:
             assert self._cache is not None
             new = self.ids[-1:]
             self._cache.crop(len(self.ids) - 1)
-        with torch.no_grad():
+        with torch.inference_mode():
             out = self.agent.model(input_ids=torch.tensor([new]), past_key_values=self._cache,
                                    use_cache=True)
         self._cache = out.past_key_values
@@ -161,10 +161,9 @@ class HFEpisode:
 class HFAgent(Agent):
     kind = "hf"
 
-    def __init__(self, path: str, max_context: int | None = None) -> None:
+    def __init__(self, path: str, max_context: int | None = None, threads: int = 0) -> None:
         import torch
 
-        torch.set_grad_enabled(False)
         self.name = f"hf:{path}"
         if path == "smollm2":
             self.model, tok = load_smollm2_plain()
@@ -180,6 +179,10 @@ class HFAgent(Agent):
         n_pos = getattr(self.model.config, "max_position_embeddings", None) or 2048
         self.max_context = int(min(max_context or n_pos, n_pos))
         self._prefix: tuple[list[int], Any] | None = None
+        # Decoding one token of a few-million-parameter model is overhead, not arithmetic: one
+        # thread is faster than two fighting over a busy CPU (measured: docs/BENCHMARKS.md).
+        n = sum(p.numel() for p in self.model.parameters())
+        torch.set_num_threads(threads or (1 if n < 20_000_000 else torch.get_num_threads()))
         # Optional: the sampling temperature of a turn from the logits of its first token
         # (entropy-guided exploration in RL rollouts); None = the request's temperature.
         self.temperature_fn: Any = None
@@ -211,7 +214,7 @@ class HFAgent(Agent):
         import torch
 
         pids, _ = self.codec.encode_message({"role": "system", "content": system_text})
-        with torch.no_grad():
+        with torch.inference_mode():
             out = self.model(input_ids=torch.tensor([pids]), use_cache=True)
         self._prefix = (pids, out.past_key_values)
 

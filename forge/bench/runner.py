@@ -86,6 +86,8 @@ class BenchConfig:
     timeout_s: float = _f(120.0, "openai agents: per-request timeout in seconds.")
     max_context: int | None = _f(None, "hf agents: context limit in tokens (default: the "
                                  "model's).")
+    threads: int = _f(0, "hf agents: torch CPU threads (0 = 1 for models under 20M "
+                      "parameters, else torch's default).")
     ns3_check: int = _f(0, "Re-simulate the final state of this many episodes per agent in "
                         "real ns-3 and re-judge them there.")
     fresh: bool = _f(False, "Recompute episodes already stored for the same agent and "
@@ -407,7 +409,7 @@ class Bench:
         from forge.teacher.prompts import solve_system_prompt
 
         assert spec.path is not None
-        agent = HFAgent(spec.path, max_context=self.cfg.max_context)
+        agent = HFAgent(spec.path, max_context=self.cfg.max_context, threads=self.cfg.threads)
         agent.warm_prefix(solve_system_prompt())
         verifier = TrajectoryVerifier(self.model)
         prog = self._progress()

@@ -432,10 +432,13 @@ def what_if(env: NetworkEnv, args: dict[str, Any]) -> dict[str, Any]:
               "prb_after": a["prb_utilization"], "dl_throughput_before": b["dl_throughput_mbps"],
               "dl_throughput_after": a["dl_throughput_mbps"]}
              for b, a in zip(before.cells, after.cells, strict=True)]
+    # Ranked on the change rounded to the observation's precision: UEs that do not move must
+    # tie and fall back to their index, not be ordered by float noise (a replay would differ).
     deltas = sorted(
         zip(before.ues, after.ues, strict=True),
-        key=lambda ba: (-abs(ba[1]["dl_throughput_mbps"] - ba[0]["dl_throughput_mbps"])
-                        - abs((ba[1]["delay_ms"] or 0) - (ba[0]["delay_ms"] or 0)) / 100,
+        key=lambda ba: (-round(abs(ba[1]["dl_throughput_mbps"] - ba[0]["dl_throughput_mbps"])
+                               + abs((ba[1]["delay_ms"] or 0) - (ba[0]["delay_ms"] or 0)) / 100,
+                               6),
                         ba[0]["ue"]))
     ues = [{"ue": b["ue"], "dl_throughput_before": b["dl_throughput_mbps"],
             "dl_throughput_after": a["dl_throughput_mbps"], "delay_before": b["delay_ms"],

@@ -172,6 +172,7 @@ class Rollout:
     n_tokens: int
     repeats: int
     termination: str
+    turns: list[tuple[int, int]]   # [start, end) of each generated turn, within the completion
 
 
 def entropy_temperature(alpha: float, vocab: int) -> Any:
@@ -225,7 +226,8 @@ def rollout(agent: Any, t: RLTask, em: Any, verifier: Any, cfg: RLRunConfig, see
                    env_mask=mask[n_prompt:end], success=row["status"] == "verified",
                    format_ok=not (rej and rej[0] == "parse"), n_calls=len(run.ep.tools),
                    n_tokens=sum(mask[n_prompt:end]), repeats=repeats,
-                   termination="answer" if rej is None else f"{rej[0]}/{rej[1]}")
+                   termination="answer" if rej is None else f"{rej[0]}/{rej[1]}",
+                   turns=[(a - n_prompt, b - n_prompt) for a, b in ep.turns])
 
 
 class TokenPenalty:
