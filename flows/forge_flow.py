@@ -124,13 +124,17 @@ def _generate(params: dict[str, Any], fan_out: bool) -> dict[str, Any]:
             get_run_logger().info(f"round {rnd}: solved {n} tasks; {dict(g.stats)}")
             if rnd and g.reached_target():
                 break
-        status = "completed"
+        # The same rule as the CLI: a run that produced nothing says so (and the flow run fails).
+        status = "completed" if g.produced_anything() else "empty"
     finally:
         g.close()
         stats = {**dict(g.stats), "reject_reasons": dict(g.reasons)}
         store.finish_run(g.con, g.gen_run_id, status, stats)
         g.con.close()
         _GEN.pop(cfg.run_id(), None)
+    if status == "empty":
+        raise RuntimeError(f"generation run {g.gen_run_id} produced nothing: no task was "
+                           "accepted and no trajectory verified (see task_rejects, llm_faults)")
     return {"gen_run_id": g.gen_run_id, "status": status, **dict(g.stats)}
 
 
