@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -60,6 +61,11 @@ def main() -> int:
         rep = run_generate(cfg)
         elapsed = time.perf_counter() - t0
         status, reasons = rep.status, rep.stats.get("reject_reasons")
+    # CPU seconds of this process and its (joined) workers: on a shared machine the wall clock
+    # measures the neighbours too; verified per CPU-second x cores is the rate on idle cores.
+    cpu = sum(getattr(resource.getrusage(w), f) for w in (resource.RUSAGE_SELF,
+                                                          resource.RUSAGE_CHILDREN)
+              for f in ("ru_utime", "ru_stime"))
     con = duckdb.connect(db, read_only=True)
     mix = con.execute(
         "SELECT kind, difficulty, count(*) FROM trajectories WHERE status = 'verified' "
@@ -74,6 +80,7 @@ def main() -> int:
     print(json.dumps({
         "elapsed_s": round(elapsed, 2), "trajectories": total[0], "verified": total[1],
         "verified_per_s": round(total[1] / elapsed, 1),
+        "cpu_s": round(cpu, 1), "verified_per_cpu_s": round(total[1] / cpu, 2),
         "attempts_per_s": round(total[0] / elapsed, 1),
         "verified_error_recovery": total[2],
         "verified_mix": {f"{k}/{d}": n for k, d, n in mix},

@@ -349,10 +349,15 @@ def test_export_formats(pool_spec: dict[str, object], tmp_path: Path) -> None:
     from forge.teacher.prompts import CRITERION_HEAD
 
     rows = [r for s in dd.values() for r in s if r["kind"] == "action"]
-    assert rows
+    assert rows and {shows_goal_json(r["traj_id"], 0.5) for r in rows} == {True, False}
     for r in rows:
         user = next(m["content"] for m in r["messages"] if m["role"] == "user")
-        assert (CRITERION_HEAD in user) == shows_goal_json(r["traj_id"], 0.5)
+        stored = json.loads(one(con, "SELECT json_extract(trajectory, '$.messages[1].content')"
+                                f"::VARCHAR FROM trajectories WHERE traj_id = '{r['traj_id']}'"))
+        if shows_goal_json(r["traj_id"], 0.5):
+            assert user == stored
+        else:
+            assert CRITERION_HEAD not in user and stored.startswith(user)
     card = (tmp_path / "t" / "README.md").read_text()
     assert "## Data statistics" in card and "redundant calls" in card
     info = json.loads((tmp_path / "t" / "curation.json").read_text())

@@ -707,7 +707,7 @@ class TaskWriter:
             {"target": target, "metric": metric, "op": ">=" if better > 0 else "<=",
              "value": 0.0}, ctx)
         outs: list[tuple[float, dict[str, Any]]] = []
-        for c in cands[:6 if reachable else 4]:
+        for c in cands[:8 if reachable else 4]:
             try:
                 new = H.CONFIGURE[c["tool"]](scn, c["args"]).scenario
             except H.ToolError:
