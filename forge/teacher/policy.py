@@ -62,7 +62,7 @@ class PolicyConfig:
 # ticket names the fix that apply it at once (L1) rather than after a what_if (L2). Tuned so that
 # the verified action samples come out near the 30/45/25 L1/L2/L3 mix of the training set.
 FOCUSED = 0.6
-SHORT_NAMED = 0.65
+SHORT_NAMED = 0.55
 FOCUSED_CALLS = 7   # the L2 ceiling
 GBR = (1, 2, 3, 4)
 
