@@ -103,6 +103,13 @@ def _result(o: Obs | None) -> dict[str, Any]:
     return {}
 
 
+def _described(obs: Obs | None, label: str) -> str:
+    """A change for the final report, in the gym's own words (its `description`, quoted as
+    observed, so the claims stage finds every figure where the agent read it)."""
+    d = _result(obs).get("description")
+    return f"{label}: {d}" if d else label
+
+
 def call(tool: str, args: dict[str, Any] | None = None, thought: str = "") -> str:
     return render_action(tool, args or {}, thought)
 
@@ -205,9 +212,9 @@ class ThresholdRuleAgent(ScriptedAgent):
             cfg = _result((yield call("get_cell_config", {"cell": c})))
             bw = _bigger_bw(int(cfg.get("bandwidth_rbs", 100)))
             if bw is not None:
-                yield call("set_bandwidth", {"cell": c, "bandwidth_rbs": bw},
+                obs = yield call("set_bandwidth", {"cell": c, "bandwidth_rbs": bw},
                            f"R1: cell {c} is overloaded; widen it to {bw} RBs.")
-                applied.append(f"R1 widened cell {c} to {bw} RBs")
+                applied.append(_described(obs, "R1"))
         worst = _result((yield call("rank_worst_ues", {"metric": "dl_satisfaction", "k": 1},
                                     "Rules R2-R3: the worst-served UE.")))
         rank = worst.get("ranking") or []
@@ -220,16 +227,16 @@ class ThresholdRuleAgent(ScriptedAgent):
                 p = float(cfg.get("tx_power_dbm", MAX_POWER_DBM))
                 if p < MAX_POWER_DBM:
                     newp = min(MAX_POWER_DBM, p + 3.0)
-                    yield call("set_tx_power", {"cell": serving, "tx_power_dbm": newp},
+                    obs = yield call("set_tx_power", {"cell": serving, "tx_power_dbm": newp},
                                f"R2: UE {ue} has low SINR; raise cell {serving} to {newp} dBm.")
-                    applied.append(f"R2 raised cell {serving} to {newp} dBm")
+                    applied.append(_described(obs, "R2"))
             elif sat < 0.5 and len(applied) < self.max_changes:
                 meas = _result((yield call("get_ue_measurements", {"ue": ue})))
                 nb = _best_neighbour(meas, 6.0)
                 if nb is not None:
-                    yield call("force_handover", {"ue": ue, "target_cell": nb},
+                    obs = yield call("force_handover", {"ue": ue, "target_cell": nb},
                                f"R3: UE {ue} is starved; hand it to cell {nb}.")
-                    applied.append(f"R3 handed UE {ue} to cell {nb}")
+                    applied.append(_described(obs, "R3"))
         if len(applied) < self.max_changes and (summ.get("sla_violations") or 0) > 0:
             edge = _result((yield call("get_edge_placement", {}, "R4: delay budgets.")))
             sla = _result((yield call("check_sla", {})))
@@ -239,27 +246,27 @@ class ThresholdRuleAgent(ScriptedAgent):
                      and int(u["ue"]) in late]
             if cloud:
                 ue = int(cloud[0]["ue"])
-                yield call("set_ue_server", {"ue": ue, "server": "edge"},
+                obs = yield call("set_ue_server", {"ue": ue, "server": "edge"},
                            f"R4: UE {ue} misses its delay budget from the cloud; use the edge.")
-                applied.append(f"R4 moved UE {ue} to the edge")
+                applied.append(_described(obs, "R4"))
             elif viol and len(applied) < self.max_changes:
                 v0 = viol[0]
                 kpis = _result((yield call("get_ue_kpis", {"ue": int(v0["ue"])})))
                 cell = kpis.get("serving_cell")
                 if cell is not None and int(kpis.get("qci", 9)) <= 4:
-                    yield call("set_scheduler", {"cell": int(cell), "scheduler": "cqa"},
+                    obs = yield call("set_scheduler", {"cell": int(cell), "scheduler": "cqa"},
                                f"R5: GBR violations on cell {cell}; use the QoS-aware scheduler.")
-                    applied.append(f"R5 set cell {cell} to cqa")
+                    applied.append(_described(obs, "R5"))
         if len(applied) < self.max_changes and (summ.get("min_dl_satisfaction") or 0) >= 0.95:
             idle = [c for c in cells if c.get("n_ues", 0) == 0]
             if idle and len(cells) > 1:
                 c = idle[0]["cell"]
-                yield call("set_cell_state", {"cell": c, "active": False},
+                obs = yield call("set_cell_state", {"cell": c, "active": False},
                            f"R6: everyone is served and cell {c} carries no UE; switch it off.")
-                applied.append(f"R6 switched cell {c} off")
+                applied.append(_described(obs, "R6"))
         if not applied:
             return "No rule fired; I made no changes."
-        return "Applied: " + "; ".join(applied) + "."
+        return "Applied: " + "; ".join(applied)
 
 
 class MapeKAgent(ScriptedAgent):
@@ -306,10 +313,10 @@ class MapeKAgent(ScriptedAgent):
                 yield call("rollback", {}, "The change did not reduce the alarms; undo it.")
                 alarms = _result((yield call("get_alarms", {})))
             else:
-                kept.append(f"{tool}({json.dumps(args)})")
+                kept.append(_described(res, tool))
         if not kept:
             return "MAPE-K loop found no change that reduces the alarms; nothing changed."
-        return "MAPE-K applied: " + "; ".join(kept) + "."
+        return "MAPE-K applied: " + "; ".join(kept)
 
     def _plan(self, a: dict[str, Any]) -> Generator[str, Obs | None,
                                                      tuple[str, dict[str, Any], str] | None]:
