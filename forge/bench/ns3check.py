@@ -78,6 +78,17 @@ def ns3_check(bench: Any, runs: dict[str, str], n: int) -> dict[str, Any]:
                 final_text = msgs[-1]["content"] if msgs and msgs[-1]["role"] == "assistant" \
                     else ""
                 key = scn.scenario_id
+                if not success:
+                    # A failed episode stays failed: ns-3 can only confirm or refute a success
+                    # of the goal (an answer or a format failure is not about physics).
+                    with fdb.transaction(con):
+                        con.execute(
+                            "INSERT OR REPLACE INTO bench_ns3_checks VALUES (?, ?, 0, ?, ?, ?, "
+                            "?)", [rid, task_id, False, False, "not_needed",
+                                                    json.dumps({"final_scenario_id": key})])
+                    done += 1
+                    agree += 1
+                    continue
                 if key not in cache:
                     cache[key] = shipped_ues(ts.path, key) if key == init.scenario_id else None
                     if cache[key] is None:
@@ -87,25 +98,17 @@ def ns3_check(bench: Any, runs: dict[str, str], n: int) -> dict[str, Any]:
                             bench.log(f"ns-3 failed on {key}: {type(e).__name__}: {e}")
                             cache[key] = None
                 ues = cache[key]
-                ns3_ok: bool | None = None
-                if ues is not None and bool(success):
-                    # A failed episode stays failed: ns-3 can only confirm or refute a success
-                    # of the goal; an answer or a format failure is not about physics.
-                    ns3_ok = judge(t, scn, ues, final_text)
-                elif ues is not None:
-                    ns3_ok = False
+                ns3_ok: bool | None = judge(t, scn, ues, final_text) if ues is not None else None
                 with fdb.transaction(con):
                     con.execute(
-                        "INSERT INTO bench_ns3_checks VALUES (?, ?, 0, ?, ?, ?, ?) ON CONFLICT DO "
-                        "UPDATE SET success_model = excluded.success_model, success_ns3 = "
-                        "excluded.success_ns3, ns3_status = excluded.ns3_status",
+                        "INSERT OR REPLACE INTO bench_ns3_checks VALUES (?, ?, 0, ?, ?, ?, ?)",
                         [rid, task_id, bool(success), ns3_ok, "ok" if ues is not None else
                          "failed", json.dumps({"final_scenario_id": key})])
                 if ns3_ok is None:
                     continue
                 done += 1
                 ok_model += bool(success)
-                ok_ns3 += ns3_ok
+                ok_ns3 += bool(ns3_ok)
                 agree += bool(success) == ns3_ok
             per_agent[name] = {"n": done,
                                "success_model": round(ok_model / done, 4) if done else None,
