@@ -114,7 +114,7 @@ def test_unreachable_endpoint_fails_early_with_a_clear_message(
     assert rc == 2
     assert "cannot reach the OpenAI-compatible endpoint" in err and "Traceback" not in err
     # Early: the preflight stops the run before any task is proposed or solved.
-    con = duckdb.connect(str(tmp_path / "u.duckdb"), read_only=True)
+    con = duckdb.connect(str(tmp_path / "u.duckdb"))
     assert con.execute("SELECT count(*) FROM trajectories").fetchone()[0] == 0  # type: ignore
     con.close()
 
