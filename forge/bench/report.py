@@ -26,8 +26,8 @@ def markdown(rep: dict[str, Any]) -> str:
              f", k = {k}, Experiment Model {rep['model_hash']}). Success (%) with its 95 % "
              "bootstrap interval over tasks; L1/L2/L3, action and qa are success rates (%).", "",
              f"| agent | success [95 % CI] | pass^{k} | SPL | L1 | L2 | L3 | action | qa | "
-             "hand-written | tool calls | collateral UEs | episodes/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "hand-written | tool calls | collateral UEs |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, a in rep["agents"].items():
         d, kd, src = a["by_difficulty"], a["by_kind"], a["by_source"]
 
@@ -38,7 +38,7 @@ def markdown(rep: dict[str, Any]) -> str:
             f"| {name} | {_ci(a)} | {_pct(a['pass_k'])} | {_pct(a['spl'])} | {g(d, 'L1')} | "
             f"{g(d, 'L2')} | {g(d, 'L3')} | {g(kd, 'action')} | {g(kd, 'qa')} | "
             f"{g(src, 'handwritten')} | {a['calls']['mean_tool_calls']} | "
-            f"{a['collateral']['mean_ues']} | {a['episodes_per_s'] or '-'} |")
+            f"{a['collateral']['mean_ues']} |")
     lines += ["", "Verifier stage pass rates (share of episodes passing each stage) and "
               "termination reasons:", "",
               "| agent | format | execution | outcome | claims | terminations |",
