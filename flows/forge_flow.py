@@ -29,7 +29,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from forge.synth.loop import _W, GenerateConfig, Generator, _solve_offline, _worker_init
+from forge.synth.loop import GenerateConfig, Generator, _solve_offline, ensure_in_process
 
 REPO = Path(__file__).resolve().parents[1]
 NETWORK_RETRIES = 3
@@ -75,11 +75,7 @@ def solve_round_task(params: dict[str, Any], rnd: int) -> int:
 @task(name="solve-batch", retries=0)
 def solve_batch_task(params: dict[str, Any], items: list[Any]) -> list[dict[str, Any]]:
     """Pure compute (offline teacher): runs anywhere a task runner puts it."""
-    cfg = _cfg(params)
-    if not _W:
-        _worker_init(cfg.model, cfg.n_sampled_scenarios,
-                     {"mistake_rate": cfg.mistake_rate, "max_steps": cfg.max_steps},
-                     {"max_steps": cfg.max_steps, "max_attempts": cfg.max_attempts})
+    ensure_in_process(_cfg(params))
     return _solve_offline(items)
 
 

@@ -42,6 +42,12 @@ def test_shipped_runs_resimulate_identically(tmp_path):
                 a, b = g[c], s[c]
                 if isinstance(a, float) and isinstance(b, float) and math.isnan(b):
                     assert math.isnan(a)
+                elif isinstance(a, float) and isinstance(b, float):
+                    # ns-3's trace is identical; numpy's SIMD mean over it may round the last bit
+                    # differently from one process to the next (seen: 15.107032375223511 vs
+                    # ...515), so floats agree to 1e-12 relative, not bit for bit.
+                    assert a == pytest.approx(b, rel=1e-12, abs=1e-12), \
+                        f"run {run_id} UE {g['ue']} {c}: {a} != shipped {b}"
                 else:
                     assert a == b, f"run {run_id} UE {g['ue']} {c}: {a} != shipped {b}"
 

@@ -185,6 +185,23 @@ def load_model(kind: str = "auto") -> Predictor:
 _W: dict[str, Any] = {}
 
 
+def worker_args(cfg: GenerateConfig) -> tuple[str, int, dict[str, Any], dict[str, Any]]:
+    """What a solver worker is made from: model kind, scenario pool size, offline teacher and
+    episode settings."""
+    return (cfg.model, cfg.n_sampled_scenarios,
+            {"mistake_rate": cfg.mistake_rate, "max_steps": cfg.max_steps},
+            {"max_steps": cfg.max_steps, "max_attempts": cfg.max_attempts,
+             "max_tokens": cfg.max_tokens})
+
+
+def ensure_in_process(cfg: GenerateConfig) -> None:
+    """The in-process worker state for this configuration, re-made when another run in this
+    process (another model, other teacher settings) left its own."""
+    args = worker_args(cfg)
+    if _W.get("init") != args:
+        _worker_init(*args)
+
+
 def _worker_init(model_kind: str, n_sampled: int, offline_kw: dict[str, Any],
                  solve_kw: dict[str, Any]) -> None:
     from forge.teacher.offline import OfflineConfig, OfflineTeacher
@@ -194,7 +211,8 @@ def _worker_init(model_kind: str, n_sampled: int, offline_kw: dict[str, Any],
         one_thread_per_worker()
     model = CachedModel(load_model(model_kind), maxsize=20000)
     pool = full_pool(n_sampled)
-    _W.update(model=model, pool=pool, verifier=TrajectoryVerifier(model),
+    _W.update(init=(model_kind, n_sampled, offline_kw, solve_kw), model=model, pool=pool,
+              verifier=TrajectoryVerifier(model),
               teacher=OfflineTeacher(model, pool.get, OfflineConfig(**offline_kw)),
               cfg=SolveConfig(**solve_kw))
 
@@ -247,10 +265,7 @@ class Generator:
         self._teacher: Any = None
         self._model: CachedModel | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.offline_kw: dict[str, Any] = {"mistake_rate": cfg.mistake_rate,
-                                           "max_steps": cfg.max_steps}
-        self.solve_kw = {"max_steps": cfg.max_steps, "max_attempts": cfg.max_attempts,
-                         "max_tokens": cfg.max_tokens}
+        _, _, self.offline_kw, self.solve_kw = worker_args(cfg)
 
     # -- resources -------------------------------------------------------------------------------
     @property
@@ -429,14 +444,17 @@ class Generator:
         items = [self._item(t, rnd) for t in batch]
         ex = self.executor()
         if ex is None:
-            if not _W:
-                _worker_init(self.cfg.model, self.cfg.n_sampled_scenarios, self.offline_kw,
-                             self.solve_kw)
+            # In-process state is per configuration: another run in this process (another
+            # model, other teacher settings) must not lend this one its model or teacher.
+            self.in_process()
             return _solve_offline(items)
         n = self._workers()
         chunk = max(1, math.ceil(len(items) / (2 * n)))
         parts = [items[j:j + chunk] for j in range(0, len(items), chunk)]
         return [r for rows in ex.map(_solve_offline, parts) for r in rows]
+
+    def in_process(self) -> None:
+        ensure_in_process(self.cfg)
 
     def _scenario_json(self, sid: str) -> str:
         row = self.con.execute("SELECT scenario FROM scenarios WHERE scenario_id = ?",
