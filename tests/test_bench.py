@@ -357,3 +357,24 @@ def test_bench_deployment_runs_the_same_code(tmp_path: Path) -> None:
     assert out["exit_code"] == 0
     rep = json.loads((tmp_path / "r" / "report.json").read_text())
     assert set(rep["agents"]) == {"noop", "teacher"} and rep["task_set"]["n_tasks"] == 4
+
+
+def test_ns3_recheck_judges_answers_on_shipped_ns3_runs(ts: Any) -> None:
+    """Questions leave the network as it was: their ns-3 re-check reads the task set's shipped
+    ns-3 run of the initial state (no simulation) and judges the answer on ns-3's values."""
+    from forge import db as fdb
+    from forge.bench.ns3check import ns3_check, shipped_ues
+
+    con = fdb.connect(":memory:")
+    b = Bench(BenchConfig(agents=["noop", "teacher"], k=1, workers=1), con, log=lambda m: None)
+    b.tasks = [t for t in ts.tasks if t.kind == "qa" and t.source == "grammar"][:6]
+    runs = {s.spec: b.run_agent(s) for s in b.specs}
+    chk = ns3_check(b, runs, 6)
+    assert chk["simulations"] >= 1
+    assert chk["agents"]["noop"] == {"n": 6, "success_model": 0.0, "success_ns3": 0.0,
+                                     "agreement": 1.0}
+    t = chk["agents"]["teacher"]
+    assert t["n"] == 6 and t["success_model"] > 0 and t["agreement"] is not None
+    assert shipped_ues(ts.path, b.tasks[0].scenario_id)
+    rows = con.execute("SELECT count(*) FROM bench_ns3_checks").fetchone()[0]
+    assert rows == 12
