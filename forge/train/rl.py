@@ -62,8 +62,10 @@ class RLRunConfig:
     prompts_per_step: int = _f(2, "Distinct prompts per step (each rolled out "
                                "num_generations times).")
     num_generations: int = _f(4, "Rollouts per prompt (GRPO's group).")
-    lr: float = _f(2e-4, "Learning rate.")
-    temperature: float = _f(1.0, "Base sampling temperature of rollouts.")
+    lr: float = _f(2e-5, "Learning rate (2e-4 degraded a tiny SFT policy's format within 20 "
+                   "steps: docs/BENCHMARKS.md).")
+    temperature: float = _f(0.7, "Base sampling temperature of rollouts (a few-million-"
+                            "parameter policy writes malformed tags at 1.0).")
     entropy_guided_alpha: float = _f(0.5, "Entropy-guided exploration: T = T0 * (1 + alpha "
                                      "* H / log V) per turn (0 = off).")
     max_turn_tokens: int = _f(160, "max tokens of one generated turn.")
