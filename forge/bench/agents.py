@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import random
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -47,7 +48,7 @@ class AgentError(TeacherError):
 
 
 # --- the protocol -------------------------------------------------------------------------------
-class Agent:
+class Agent(ABC):
     """An agent makes one fresh chat per episode (`episode(seed)`): rule agents keep their state
     in it; model agents are stateless per call or keep a KV cache per episode."""
 
@@ -55,8 +56,8 @@ class Agent:
     kind: str = "scripted"          # scripted | teacher | openai | hf
     is_async: bool = False
 
-    def episode(self, seed: int) -> SyncChat:
-        raise NotImplementedError  # abstract: every concrete agent overrides it
+    @abstractmethod
+    def episode(self, seed: int) -> SyncChat: ...
 
 
 def _obs(content: str) -> Obs | None:
@@ -73,8 +74,8 @@ def _obs(content: str) -> Obs | None:
 class ScriptedAgent(Agent):
     """Adapter from a policy generator to the chat protocol."""
 
-    def policy(self, user_text: str, rng: random.Random) -> Policy:
-        raise NotImplementedError  # abstract: every scripted agent overrides it
+    @abstractmethod
+    def policy(self, user_text: str, rng: random.Random) -> Policy: ...
 
     def episode(self, seed: int) -> SyncChat:
         rng = random.Random(seed)
@@ -318,6 +319,16 @@ class MapeKAgent(ScriptedAgent):
             return "MAPE-K loop found no change that reduces the alarms; nothing changed."
         return "MAPE-K applied: " + "; ".join(kept)
 
+    @staticmethod
+    def _power_up(cell: int, why: str) -> Generator[str, Obs | None,
+                                                    tuple[str, dict[str, Any], str] | None]:
+        """+3 dB on a cell, if it has headroom."""
+        cfg = _result((yield call("get_cell_config", {"cell": cell})))
+        p = float(cfg.get("tx_power_dbm", MAX_POWER_DBM))
+        if p >= MAX_POWER_DBM:
+            return None
+        return "set_tx_power", {"cell": cell, "tx_power_dbm": min(MAX_POWER_DBM, p + 3.0)}, why
+
     def _plan(self, a: dict[str, Any]) -> Generator[str, Obs | None,
                                                      tuple[str, dict[str, Any], str] | None]:
         kind, _, idx = str(a.get("entity", "")).partition(":")
@@ -340,13 +351,7 @@ class MapeKAgent(ScriptedAgent):
         if serving is None:
             return None
         if t == "low_sinr":
-            cfg = _result((yield call("get_cell_config", {"cell": serving})))
-            p = float(cfg.get("tx_power_dbm", MAX_POWER_DBM))
-            if p < MAX_POWER_DBM:
-                return ("set_tx_power", {"cell": serving, "tx_power_dbm": min(MAX_POWER_DBM,
-                                                                               p + 3.0)},
-                        f"UE {i} low SINR")
-            return None
+            return (yield from self._power_up(serving, f"UE {i} low SINR"))
         if t == "delay_budget_exceeded":
             cfg = _result((yield call("get_ue_config", {"ue": i})))
             if cfg.get("server") == "cloud":
@@ -357,13 +362,7 @@ class MapeKAgent(ScriptedAgent):
             nb = _best_neighbour(meas, 6.0)
             if nb is not None:
                 return "force_handover", {"ue": i, "target_cell": nb}, f"UE {i} starved"
-            cfg = _result((yield call("get_cell_config", {"cell": serving})))
-            p = float(cfg.get("tx_power_dbm", MAX_POWER_DBM))
-            if p < MAX_POWER_DBM:
-                return ("set_tx_power", {"cell": serving, "tx_power_dbm": min(MAX_POWER_DBM,
-                                                                               p + 3.0)},
-                        f"UE {i} starved")
-            return None
+            return (yield from self._power_up(serving, f"UE {i} starved"))
         if t == "high_loss":
             return "set_scheduler", {"cell": serving, "scheduler": "cqa"}, f"UE {i} loses packets"
         return None
@@ -556,6 +555,11 @@ def parse_spec(spec: str) -> AgentSpec:
                      "hf:PATH")
 
 
+SCRIPTED: dict[str, type[ScriptedAgent]] = {
+    "noop": NoopAgent, "random": RandomAgent, "threshold-rule": ThresholdRuleAgent,
+    "mape-k": MapeKAgent, "greedy-what-if": GreedyWhatIfAgent}
+
+
 def make_scripted(name: str) -> ScriptedAgent:
-    return {"noop": NoopAgent, "random": RandomAgent, "threshold-rule": ThresholdRuleAgent,
-            "mape-k": MapeKAgent, "greedy-what-if": GreedyWhatIfAgent}[name]()
+    cls = SCRIPTED[name]
+    return cls()
