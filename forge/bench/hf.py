@@ -21,41 +21,6 @@ from forge.bench.agents import Agent, AgentError, SyncChat
 from forge.teacher.base import Completion, GenParams
 
 
-class PlainCodec:
-    """ChatML framing for a pretrained chat model whose tokenizer lacks the protocol tags as
-    special tokens (the prompt-only baseline): same framing and mask rule as
-    `forge.train.chat.ChatCodec`, tags left as plain text."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-        self.compact = False
-        self.eos_id = int(tokenizer.convert_tokens_to_ids("<|im_end|>"))
-        self.im_start_id = int(tokenizer.convert_tokens_to_ids("<|im_start|>"))
-        self._newline = self._ids("\n")
-
-    def _ids(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
-
-    def encode_message(self, msg: dict[str, Any]) -> tuple[list[int], list[int]]:
-        head = [self.im_start_id, *self._ids(f"{msg['role']}\n")]
-        body = self._ids(str(msg.get("content") or ""))
-        train = 1 if msg["role"] == "assistant" else 0
-        return ([*head, *body, self.eos_id, *self._newline],
-                [0] * len(head) + [train] * (len(body) + 1) + [0] * len(self._newline))
-
-    def assistant_prefix(self) -> list[int]:
-        return [self.im_start_id, *self._ids("assistant\n")]
-
-    def end_of_turn(self) -> list[int]:
-        return list(self._newline)
-
-    def decode_turn(self, ids: list[int]) -> str:
-        if self.eos_id in ids:
-            ids = ids[:ids.index(self.eos_id)]
-        return str(self.tokenizer.decode(ids, skip_special_tokens=False,
-                                         clean_up_tokenization_spaces=False))
-
-
 def load_smollm2_plain() -> tuple[Any, Any]:
     """SmolLM2-135M-Instruct as shipped (GGUF, dequantised on load), tokenizer untouched."""
     import torch
@@ -166,8 +131,10 @@ class HFAgent(Agent):
 
         self.name = f"hf:{path}"
         if path == "smollm2":
+            from forge.train.chat import ChatCodec
+
             self.model, tok = load_smollm2_plain()
-            self.codec: Any = PlainCodec(tok)
+            self.codec: Any = ChatCodec(tok, compact=False, protocol_tags=False)
         else:
             from forge.train.model import codec_for, load_checkpoint
 

@@ -120,10 +120,13 @@ class ChatCodec:
     tokens (`forge.train.tokenizer.train_tokenizer` and `forge.train.model.load_smollm2` make
     such tokenizers)."""
 
-    def __init__(self, tokenizer: Any, compact: bool = True) -> None:
+    def __init__(self, tokenizer: Any, compact: bool = True, protocol_tags: bool = True) -> None:
         self.tokenizer = tokenizer
         self.compact = compact
-        ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS if t != PAD}
+        # protocol_tags=False: only the ChatML framing must be single tokens; the six tags stay
+        # ordinary text (a pretrained model prompted as it is can copy them from its prompt).
+        need = SPECIAL_TOKENS if protocol_tags else (IM_START, IM_END)
+        ids = {t: tokenizer.convert_tokens_to_ids(t) for t in need if t != PAD}
         for t, i in ids.items():
             # The round trip catches a token that is missing (-> unk id) or split.
             if i is None or i == tokenizer.unk_token_id or self._ids(t) != [i]:
