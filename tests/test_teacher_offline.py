@@ -116,7 +116,7 @@ def test_a_named_change_reads_back_as_the_same_call(change: dict[str, Any]) -> N
 def test_tasks_that_name_their_fix_give_short_episodes() -> None:
     """A guided task ("the approved change is widening cell 2 to 50 RBs") is solved by applying
     that change: L1/L2 episodes next to the search-heavy L3 ones."""
-    from forge.teacher.policy import requested_change
+    from forge.teacher.policy import requested_change, trial_and_fix
     from forge.teacher.proposer import GUIDED_PATTERNS
 
     w = TaskWriter(MODEL, POOL.get, mistake_rate=0.0, guided_rate=1.0)
@@ -125,7 +125,10 @@ def test_tasks_that_name_their_fix_give_short_episodes() -> None:
     while len(tasks) < 24:
         p = w.instantiate(rng.choice(GUIDED_PATTERNS), POOL[rng.choice(sorted(POOL))], rng)
         if p is not None:
-            assert p.difficulty == "L1" and requested_change(p.instruction) is not None
+            # Try-then-roll-back tickets (TRIAL) take two more steps: L2.
+            tried = trial_and_fix(p.instruction) is not None
+            assert p.difficulty == ("L2" if tried else "L1")
+            assert requested_change(p.instruction) is not None
             tasks.append({"task_id": task_id_of(p.instruction, p.scenario_id, p.goal),
                           "instruction": p.instruction, "kind": p.kind, "goal": p.goal,
                           "scenario_id": p.scenario_id, "pattern": p.pattern})

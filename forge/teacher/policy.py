@@ -242,6 +242,8 @@ THINK = {
                   "target KPI.", "Did it work? Measure again.", "Verify the result."],
     "rollback": ["That made things worse; roll it back.", "Undo the last change, it did not "
                  "help."],
+    "trial_rollback": ["The trial change falls short of the target; roll it back before "
+                       "the fallback.", "Not enough: undo the trial change as the ticket says."],
     "retry": ["Not enough to reach the target; roll it back and try the next best change.",
               "Short of the goal. Undo it and apply the runner-up instead."],
     "explore2": ["Tentatively apply {c} to look one step further.", "Try {c} and see what a "
@@ -362,6 +364,36 @@ class Planner:
         ue = _ids(r"\bue\s*#?(\d+)", low)
         cell = _ids(r"\bcell\s*#?(\d+)", low)
         qci = _ids(r"\bqci\s*(\d)", low)
+        if re.search(r"handover", low):
+            if cell is not None:
+                r = yield from self.call("get_handover_stats", {"cell": cell},
+                                         f"Read cell {cell}'s handover statistics.")
+                v = r["cells"][0]["handovers"] if r and r["cells"] else None
+                return (f"Cell {cell}'s UEs made {fmt(v)} handovers. "
+                        f"<answer>{fmt(v)}</answer>")
+            r = yield from self.call("get_handover_stats", {},
+                                     "The handover statistics give the network total.")
+            v = r["total_handovers"] if r else None
+            return f"The network logged {fmt(v)} handovers. <answer>{fmt(v)}</answer>"
+        if cell is not None and re.search(r"neighbou?r", low):
+            r = yield from self.call("get_neighbors", {"cell": cell},
+                                     f"List cell {cell}'s neighbours.")
+            nbs = r["neighbors"] if r else []
+            if not nbs:
+                return f"Cell {cell} has no neighbour listed. <answer>none</answer>"
+            if re.search(r"closest|nearest", low):
+                n = min(nbs, key=lambda x: (x["distance_m"], x["cell"]))
+                return (f"Cell {n['cell']} is the nearest neighbour, {fmt(n['distance_m'])} m "
+                        f"away. <answer>{n['cell']}</answer>")
+            n = max(nbs, key=lambda x: (x["ues_within_6db"], -x["cell"]))
+            return (f"Of cell {cell}'s neighbours, cell {n['cell']} is heard nearly as well as the "
+                    f"server by the most of its UEs. <answer>{n['cell']}</answer>")
+        if cell is not None and re.search(r"sinr", low):
+            r = yield from self.call("get_cell_radio_quality", {"cell": cell},
+                                     f"Read the radio quality of cell {cell}'s UEs.")
+            v = r["mean_sinr_db"] if r else None
+            return (f"Cell {cell}'s UEs see a mean SINR of {fmt(v)} dB. "
+                    f"<answer>{fmt(v)}</answer>")
         if re.search(r"busiest|most loaded", low) and re.search(r"worst|lowest|smallest", low):
             r = yield from self.call("rank_busiest_cells", {"k": 3},
                                      "Find the busiest cell first.")
@@ -682,7 +714,8 @@ class Planner:
         # changes as fit in FOCUSED_CALLS tool calls (L2); a thorough one explores more, scores
         # more, searches two-change plans and checks the network-wide effect (L3). A ticket that
         # names its fix is applied directly (L1) or after one what_if (L2).
-        named = requested_change(text)
+        trial = trial_and_fix(text)
+        named = trial[1] if trial is not None else requested_change(text)
         self.focused = self.rng.random() < (SHORT_NAMED if named is not None else FOCUSED)
         tool, args = reader(prim)
         r0 = yield from self.call(tool, args, self.think("measure"))
@@ -703,7 +736,19 @@ class Planner:
         plan: list[dict[str, Any]] = []
         scored: list[tuple[int, float, dict[str, Any]]] = []
         ctx: dict[str, Any] = {}
-        if named is not None:
+        if trial is not None:
+            # The ticket asks for a change to be tried first: apply it, re-measure, and roll it
+            # back for the fallback fix when it falls short.
+            yield from self.call(trial[0]["tool"], trial[0]["args"],
+                                 self.think("apply", c=describe_change(trial[0])))
+            rt = yield from self.call(tool, args, self.think("remeasure"))
+            vt = extract(prim, tool, rt)
+            if holds(vt, prim["op"], prim["value"]):
+                return self.report(prim, others, v0, vt, [], [describe_change(trial[0])],
+                                   False)
+            yield from self.call("rollback", {}, self.think("trial_rollback"))
+            plan = [trial[1]]
+        elif named is not None:
             # The task names its fix: check the prediction first unless focused, then apply.
             if not self.focused:
                 yield from self.call("what_if", {"change": named},
@@ -1229,6 +1274,31 @@ def requested_change(text: str) -> dict[str, Any] | None:
         except ValueError:  # a number that does not parse: not a usable instruction
             return None
     return None
+
+
+TRIAL_RE = re.compile(r"roll it back|undo it")
+
+
+def trial_and_fix(text: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(change to try first, fallback) when a ticket names two changes in order and says to
+    roll the first back if it falls short ("try X first; if not enough, undo it and do Y")."""
+    low = text.lower()
+    if not TRIAL_RE.search(low):
+        return None
+    conv = {"integer": int, "number": float, "boolean": lambda x: x == "on", "string": str}
+    found: list[tuple[int, dict[str, Any]]] = []
+    for tool, rx, fields in _CHANGE_RE:
+        for m in rx.finditer(low):
+            try:
+                found.append((m.start(), {"tool": tool, "args": {
+                    name: conv[typ](m[i + 1])  # type: ignore[operator]
+                    for i, (name, typ) in enumerate(fields)}}))
+            except ValueError:
+                return None
+    found.sort(key=lambda x: x[0])
+    if len(found) != 2 or found[0][1] == found[1][1]:
+        return None
+    return found[0][1], found[1][1]
 
 
 def describe_change(c: dict[str, Any]) -> str:

@@ -331,6 +331,22 @@ QA_TEXT = {
     "qa_sla_count": ["How many SLA violations are there across the network?",
                      "Count the UEs whose SLA is violated right now.",
                      "How many SLA breaches does the network have at the moment?"],
+    "qa_cell_sinr": ["What is the mean SINR (dB) of the UEs served by cell {cell}?",
+                     "On average, what SINR do cell {cell}'s UEs see (dB)?",
+                     "Report the mean downlink SINR over the UEs of cell {cell}, in dB.",
+                     "How good is the radio quality in cell {cell}: its UEs' mean SINR in dB?"],
+    "qa_cell_ho": ["How many handovers did the UEs served by cell {cell} make?",
+                   "Report the handover count of cell {cell}.",
+                   "What handover count does cell {cell} show for its UEs?",
+                   "How many handovers are logged for cell {cell}?"],
+    "qa_net_ho": ["How many handovers happened across the whole network?",
+                  "Report the network-wide handover count.",
+                  "What is the total handover count of this {n_cells}-cell network?"],
+    "qa_neighbor": ["Which neighbour of cell {cell} is the closest? Give its index.",
+                    "Of the neighbour cells of cell {cell}, which one is nearest?",
+                    "Which neighbour cell overlaps most with cell {cell} (most of its UEs "
+                    "within 6 dB)?",
+                    "Which neighbour of cell {cell} do the most of its UEs hear within 6 dB?"],
     "qa_multi_hop": ["In the busiest cell, which UE has the lowest downlink throughput?",
                      "Find the busiest cell, then its worst UE by throughput: which UE is it?",
                      "Which UE of the busiest cell gets the lowest throughput?",
@@ -467,6 +483,11 @@ QA_TIER_WEIGHTS = (0.23, 0.47, 0.30)
 # Of the L1 questions, the share drawn from the one-call patterns added with the tools they
 # cover (CQI, capacity, scheduler and server counts, what-if); the rest from the classic ones.
 NEW_L1_SHARE = 0.4
+# Of the L1 questions, the share drawn from the patterns that teach tools the other patterns
+# rarely reach (ranking, SLA checks, per-cell radio quality, handover counts, neighbour lists):
+# drawn only from the whole L1 list, each came out in under 1 % of verified samples.
+TOOL_L1_SHARE = 0.3
+TOOL_L1 = ("qa_busiest", "qa_ue_sla", "qa_cell_sinr", "qa_cell_ho", "qa_neighbor")
 NEW_L1 = ("qa_whatif_busy", "qa_capacity", "qa_cqi_of", "qa_cqi_gain", "qa_list_max",
           "qa_heavy_ue", "qa_server_of")
 # How often a guided ticket names each fix (relative weights among the changes that reach the
@@ -520,6 +541,13 @@ GUIDED_PATTERNS = ("ue_throughput", "ue_delay", "cell_load", "net_satisfaction",
 GUIDE = ["The diagnosis is done: fix it by {c}.", "Engineering suggests {c}; do that.",
          "Apply the agreed fix, {c}.", "The approved change is {c}.",
          "Planning already decided on {c}: apply it."]
+# Try-then-roll-back tickets: a change to try first (one the model predicts does not help),
+# and the fallback to apply after rolling it back. Share of guided tickets written this way.
+TRIAL = ["Engineering wants {a} tried first; if that does not reach the target, roll it back "
+         "and apply {c} instead.", "First try {a}. Should it fall short, undo it and go with "
+         "{c}.", "The runbook says: try {a}; if the target is still missed, roll it back and "
+         "fall back to {c}."]
+TRIAL_RATE = 0.25
 ACTION_PATTERNS = ("ue_throughput", "ue_delay", "cell_load", "energy", "net_satisfaction",
                    "slice_sla", "handovers")
 # qa_sla_count stays a seed pattern but is not proposed: near a budget, measurement noise flips
@@ -545,6 +573,7 @@ class TaskWriter:
         self.guided_rate = guided_rate
         self._last_kw: dict[str, Any] = {}
         self._last_snapshot = ""
+        self._trial: dict[str, Any] | None = None
 
     # -- entry point ------------------------------------------------------------------------
     def write(self, examples: list[dict[str, Any]], scenarios: list[dict[str, Any]], n: int,
@@ -572,7 +601,9 @@ class TaskWriter:
                 # tier first (the training set wants 30/45/25), then a pattern that can give it.
                 tier = rng.choices(("L1", "L2", "L3"), weights=QA_TIER_WEIGHTS)[0]
                 if tier == "L1":
-                    allowed = NEW_L1 if rng.random() < NEW_L1_SHARE else QA_L1
+                    x = rng.random()
+                    allowed = NEW_L1 if x < NEW_L1_SHARE else TOOL_L1 if \
+                        x < NEW_L1_SHARE + TOOL_L1_SHARE else QA_L1
                 else:
                     allowed = QA_TIERS[tier]
             mine = [p for p in pats if p in allowed]
@@ -727,6 +758,12 @@ class TaskWriter:
                 return None
             best, change = rng.choices(ok, weights=[FIX_WEIGHT.get(o[1]["tool"], 1.0)
                                                     for o in ok])[0]
+            # A change that does not help at all (not even at its most favourable edge): a
+            # ticket may ask for it to be tried first, then rolled back (see TRIAL).
+            bad = [o[1] for o in outs if o[1] != change and o[1]["tool"] != change["tool"]
+                   and (o[0] - start) * better < 0]
+            self._trial = rng.choices(bad, weights=[FIX_WEIGHT.get(c["tool"], 1.0)
+                                                    for c in bad])[0] if bad else None
         else:
             best, change = max(outs, key=lambda o: o[0] * better)
         gain = (best - start) * better
@@ -861,6 +898,7 @@ class TaskWriter:
         # short, L1/L2 episodes (measure, maybe what_if, apply, re-measure) next to the
         # search-heavy L3 ones.
         guided = pattern in GUIDED_PATTERNS and rng.random() < self.guided_rate
+        self._trial = None
         fr = self._frontier(scn, v, target, metric, better, ctx, rng, reachable=guided)
         if fr is None:
             return None
@@ -882,6 +920,13 @@ class TaskWriter:
         self._last_kw = kw
         parts = [self._fill(OPEN[pattern], rng, **kw), self._fill(ASK[pattern], rng, **kw)]
         goal = cond
+        if guided and self._trial is not None and rng.random() < TRIAL_RATE:
+            # Try-then-roll-back ticket: the first change falls short, the planner undoes it
+            # and applies the fallback (measure, try, re-measure, roll back, apply, re-measure).
+            parts.insert(1, rng.choice(TRIAL).format(a=describe_change(self._trial),
+                                                     c=describe_change(fr[2])))
+            return Proposal(self._frame(" ".join(p for p in parts if p), "action", scn, rng),
+                            "action", "L2", scn.family, scn.scenario_id, goal, pattern)
         if guided:
             parts.insert(1, rng.choice(GUIDE).format(c=describe_change(fr[2])))
             parts.append(rng.choice(CLOSE))
@@ -1061,6 +1106,28 @@ class TaskWriter:
         return Proposal(self._frame(text, "qa", scn, rng), "qa", tier_of(calls), scn.family,
                         scn.scenario_id, {"answer": ans}, pattern)
 
+    @staticmethod
+    def _neighbor(scn: Scenario, v: KpiView, c: int, rng: random.Random
+                  ) -> tuple[bool, int] | None:
+        """(nearest?, answer) for a neighbour question on cell `c`: the nearest neighbour, or
+        the one most of c's UEs hear within 6 dB (what get_neighbors reports), when it is
+        unique; None otherwise."""
+        pos = scn.enb_positions()
+        others = [n for n in range(len(scn.cells)) if n != c]
+        if len(others) < 2:
+            return None
+        if rng.random() < 0.5:
+            d = {n: float(((pos[n][0] - pos[c][0]) ** 2 + (pos[n][1] - pos[c][1]) ** 2) ** 0.5)
+                 for n in others}
+            order = sorted(others, key=lambda n: (d[n], n))
+            return (True, order[0]) if d[order[1]] - d[order[0]] >= 1.0 else None
+        rsrp = v.phys.rsrp_dbm_all
+        mine = [u["ue"] for u in v.ues if u["serving_cell"] == c]
+        cnt = {n: sum(1 for u in mine if rsrp[u, n] > -1e9 and rsrp[u, c] - rsrp[u, n] <= 6)
+               for n in others}
+        order = sorted(others, key=lambda n: (-cnt[n], n))
+        return (False, order[0]) if cnt[order[0]] > cnt[order[1]] else None
+
     def _qa(self, pattern: str, scn: Scenario, v: KpiView, rng: random.Random
             ) -> Proposal | None:
         ues, cells = v.ues, v.cells
@@ -1129,6 +1196,27 @@ class TaskWriter:
                 return None
             ans = {"type": "integer", "value": mine[0]["ue"]}
             diff = "L1"
+        elif pattern == "qa_cell_sinr":
+            if cells[c]["mean_sinr_db"] is None or not cells[c]["n_ues"]:
+                return None
+            ans = {"type": "number", "ref": {"target": f"cell:{c}", "metric": "mean_sinr_db"},
+                   "tol_abs": 1.5}
+        elif pattern == "qa_cell_ho":
+            # The shipped model predicts almost no handovers: 0 is a fine answer when true.
+            ans = {"type": "number", "ref": {"target": f"cell:{c}", "metric": "handovers"},
+                   "tol_abs": 0.5}
+        elif pattern == "qa_net_ho":
+            ans = {"type": "number", "ref": {"target": "network", "metric": "total_handovers"},
+                   "tol_abs": 0.5}
+        elif pattern == "qa_neighbor":
+            nb = self._neighbor(scn, v, c, rng)
+            if nb is None:
+                return None
+            near, nval = nb
+            bank = [t for t in QA_TEXT[pattern] if ("6 dB" in t) != near]
+            return Proposal(self._frame(self._fill(bank, rng, **kw), "qa", scn, rng), "qa",
+                            "L1", scn.family, scn.scenario_id,
+                            {"answer": {"type": "integer", "value": nval}}, pattern)
         elif pattern == "qa_ue_thr":
             ans = {"type": "number", "ref": {"target": f"ue:{u}",
                                              "metric": "dl_throughput_mbps"},
