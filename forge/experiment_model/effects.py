@@ -67,6 +67,8 @@ def load_pairs(con: duckdb.DuckDBPyConnection, split: str = "heldout",
     """Pairs whose two runs are both stored and ok. `split`: a split name or `all`."""
     have = con.execute("SELECT count(*) FROM information_schema.tables "
                        "WHERE table_name = 'ns3_pairs'").fetchone()
+    if have and have[0]:
+        have = con.execute("SELECT count(*) FROM ns3_pairs").fetchone()
     if not have or not have[0]:
         raise ForgeError("the store has no paired runs (table ns3_pairs): simulate some with "
                          "`python -m forge.ns3.pairs`")

@@ -262,25 +262,12 @@ def hotspot_grid(n_bases: int, changes: int = 1, seed: int = 0, max_ues: int = 2
 
 
 # --- storage ------------------------------------------------------------------------------------
-# A side table, created on first use rather than by a numbered migration: migrations are applied
-# by position (forge.db), and numbers 0004/0005 are being written elsewhere at the same time.
-PAIRS_DDL = """
-CREATE TABLE IF NOT EXISTS ns3_pairs (
-    pair_id         VARCHAR PRIMARY KEY,  -- hash of (base run id, changed run id)
-    base_run_id     VARCHAR NOT NULL,
-    changed_run_id  VARCHAR NOT NULL,
-    seed            BIGINT NOT NULL,      -- the base scenario's seed (the unit of splits)
-    split           VARCHAR NOT NULL,     -- split of both runs
-    grid            VARCHAR NOT NULL,     -- 'pairs' (corpus grid) or 'hotspot' (2nd distribution)
-    tool            VARCHAR NOT NULL,     -- configure tool that made the change
-    args            JSON NOT NULL,
-    description     VARCHAR NOT NULL,
-    created_at      TIMESTAMP NOT NULL DEFAULT current_timestamp
-)"""
-
-
 def ensure_table(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(PAIRS_DDL)
+    """Bring a connection opened without `forge.db.connect` up to the schema (migration 0006
+    makes `ns3_pairs`)."""
+    from forge import db as fdb
+
+    fdb.migrate(con)
 
 
 def pair_split(p: Pair) -> str:
