@@ -217,6 +217,16 @@ def test_episodes_are_stored_and_report_is_reproducible(small_report: dict[str, 
         assert strip(again["agents"][name]) == strip(small_report["agents"][name])
         assert strip(fresh["agents"][name]) == strip(small_report["agents"][name])
 
+    # --levels L1: the sample is drawn from that level's tasks only.
+    l1 = Bench(BenchConfig(**{**cfg.__dict__, "agents": ["teacher"], "levels": "l1"}), con,
+               log=lambda m: None)
+    assert len(l1.tasks) == 12 and {t.difficulty for t in l1.tasks} == {"L1"}
+    rep = l1.run()
+    assert rep["agents"]["teacher"]["by_difficulty"].keys() == {"L1"}
+    assert rep["task_set"]["levels"] == "l1"
+    with pytest.raises(BenchError, match="levels"):
+        Bench(BenchConfig(**{**cfg.__dict__, "levels": "L4"}), con, log=lambda m: None)
+
 
 def test_report_files(small_report: dict[str, Any], tmp_path: Path) -> None:
     from forge.bench import report as R

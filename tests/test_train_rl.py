@@ -51,6 +51,12 @@ def test_rl_prompts_load_and_bad_input_is_refused(export: Path, tmp_path: Path) 
     assert all(t.scenario is not None and t.task["goal"] for t in tasks)
     with pytest.raises(RLDataError, match="no RL prompt set"):
         load_rl_tasks(tmp_path)
+    # --levels keeps only those difficulties (their ids are a subset of the whole set's).
+    ids = {t.task["task_id"] for t in tasks}
+    l1 = load_rl_tasks(export, "L1")
+    assert l1 and len(l1) < len(tasks) and {t.task["task_id"] for t in l1} <= ids
+    with pytest.raises(RLDataError, match="levels"):
+        load_rl_tasks(export, "L9")
 
 
 def test_rollout_token_record_and_env_mask(export: Path, checkpoint: Path, em: Any) -> None:

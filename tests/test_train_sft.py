@@ -160,6 +160,11 @@ def test_compact_rendering_keeps_every_value(rows: list[list[dict[str, Any]]]) -
     sysp = compact_content("system", solve_system_prompt())
     assert len(sysp) < len(solve_system_prompt()) / 5
     assert "what_if" in sysp and "<action>" in sysp and "<answer>" in sysp
+    # The one-line system text of models trained from scratch keeps only the protocol.
+    short = compact_content("system", solve_system_prompt(), short_system=True)
+    assert len(short) < len(sysp) / 5 and "<action>" in short and "<answer>" in short
+    assert compact_content("system", "another system text", short_system=True) == \
+        "another system text"
 
 
 def test_masking_position_by_position(tok: Any, rows: list[list[dict[str, Any]]]) -> None:
@@ -219,6 +224,9 @@ def test_sft_loss_falls_and_checkpoint_loads(export: Path, tmp_path: Path) -> No
     model, tok2 = load_checkpoint(m["checkpoint"])
     codec = codec_for(m["checkpoint"], tok2)
     assert codec.compact and codec.eos_id == tok2.convert_tokens_to_ids(IM_END)
+    # A model built from a config is trained (and must be run) with the one-line system text.
+    assert codec.short_system and m["config"]["system"] == "auto"
+    assert codec.meta() == {"compact": True, "short_system": True}
     assert model.config.vocab_size == len(tok2)
 
 

@@ -35,7 +35,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         elif f.type in ("bool", bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
                            help=help_)
-        elif f.name in ("sample", "max_context", "tasks", "out", "db", "train_data"):
+        elif f.name in ("sample", "max_context", "tasks", "out", "db", "train_data", "levels"):
             conv = int if f.name in ("sample", "max_context") else str
             p.add_argument(flag, type=conv, default=None, help=help_)
         else:

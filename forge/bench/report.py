@@ -21,7 +21,8 @@ def _ci(a: dict[str, Any]) -> str:
 def markdown(rep: dict[str, Any]) -> str:
     ts = rep["task_set"]
     k = rep["config"]["k"]
-    sampled = ", sampled" if ts["sampled"] else ""
+    sampled = (f", levels {ts['levels']}" if ts.get("levels") else "") + \
+        (", sampled" if ts["sampled"] else "")
     lines = [f"Task set {ts['version']} ({ts['n_tasks']} tasks{sampled}"
              f", k = {k}, Experiment Model {rep['model_hash']}). Success (%) with its 95 % "
              "bootstrap interval over tasks; L1/L2/L3, action and qa are success rates (%).", "",

@@ -71,6 +71,8 @@ class BenchConfig:
     seed: int = _f(0, "Run seed: the agents' sampling seeds and the sample of --sample.")
     sample: int | None = _f(None, "Evaluate a stratified sample of this many tasks (slow "
                             "agents); default: all.")
+    levels: str | None = _f(None, "Only tasks of these difficulties, comma-separated (e.g. L1 "
+                            "or L1,L2); default: all. Applied before --sample.")
     name: str = _f("default", "Report name: the report goes to build/bench/<name>/.")
     out: str | None = _f(None, "Report directory (default build/bench/<name>).")
     db: str | None = _f(None, "DuckDB store (default $FORGE_DB or ./forge.duckdb).")
@@ -250,10 +252,18 @@ class Bench:
         self.con = con or fdb.connect(cfg.db)
         self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
         self.ts = load_task_set(cfg.tasks)
-        self.tasks = (stratified_sample(self.ts.tasks, cfg.sample, cfg.seed) if cfg.sample
-                      else list(self.ts.tasks))
+        pool = list(self.ts.tasks)
+        if cfg.levels:
+            want = {x.strip().upper() for x in cfg.levels.split(",") if x.strip()}
+            if not want <= {"L1", "L2", "L3"}:
+                raise BenchError(f"--levels {cfg.levels!r}: expected L1, L2 and/or L3")
+            pool = [t for t in pool if t.difficulty in want]
+        # Episodes are stored per (run, task, trial), so a filtered or sampled run reuses the
+        # episodes of a full one with the same options, and the other way round.
+        self.tasks = stratified_sample(pool, cfg.sample, cfg.seed) if cfg.sample else pool
         if not self.tasks:
-            raise BenchError(f"task set {self.ts.path} holds no task")
+            raise BenchError(f"task set {self.ts.path} holds no task"
+                             + (f" of levels {cfg.levels}" if cfg.levels else ""))
         self.specs = [parse_spec(a) for a in cfg.agents]
         if cfg.train_data:
             check_overlap(self.ts, cfg.train_data)
@@ -494,7 +504,7 @@ class Bench:
         rep: dict[str, Any] = {
             "task_set": {"version": self.ts.version, "path": str(self.ts.path),
                          "hash": self.ts.content_hash, "n_tasks": len(self.tasks),
-                         "sampled": bool(self.cfg.sample)},
+                         "sampled": bool(self.cfg.sample), "levels": self.cfg.levels},
             "config": {k: v for k, v in asdict(self.cfg).items() if k not in ("db", "out")},
             "model_hash": self.model.model_hash, "bench_runs": runs, "agents": agents,
             "timing": self.timing}

@@ -19,7 +19,10 @@ Compact rendering (`compact=True`, for small models with short contexts), applie
 
 * system: the solve prompt (forge.teacher.prompts.solve_system_prompt, the protocol plus the full
   42-tool catalogue, thousands of tokens) becomes a short fixed text naming the protocol and the
-  tool names; any other system text is kept;
+  tool names (~290 tokens with a corpus tokenizer), or with `short_system=True` one line (~20
+  tokens): a model trained from scratch learns the tools from the trajectories, not from a list
+  it cannot read yet, and the list was over half of every one-call sample's tokens; any other
+  system text is kept;
 * tool: the observation JSON inside `<ans>` is re-serialised without spaces, floats rounded to 3
   decimals (the gym already rounds to 3, so no information is lost; integral floats lose their
   ".0"), the `"tool"` echo dropped (the preceding `<action>` names it), a successful
@@ -95,10 +98,14 @@ def compact_observation(obs: Any) -> Any:
     return compact_value(obs)
 
 
-def compact_content(role: str, content: str) -> str:
+SHORT_SYSTEM_TEXT = ("LTE network operator agent: call one tool per turn with <action>, read "
+                     "<ans>, answer in <answer>.")
+
+
+def compact_content(role: str, content: str, short_system: bool = False) -> str:
     """The compact rendering of one message's content (a pure function of the message)."""
     if role == "system" and content.startswith(SOLVE_PREFIX):
-        return _compact_system()
+        return SHORT_SYSTEM_TEXT if short_system else _compact_system()
     if role == "tool":
         obs, problem = parse_ans(content)
         if problem is None:
@@ -120,9 +127,12 @@ class ChatCodec:
     tokens (`forge.train.tokenizer.train_tokenizer` and `forge.train.model.load_smollm2` make
     such tokenizers)."""
 
-    def __init__(self, tokenizer: Any, compact: bool = True, protocol_tags: bool = True) -> None:
+    def __init__(self, tokenizer: Any, compact: bool = True, protocol_tags: bool = True,
+                 short_system: bool = False) -> None:
         self.tokenizer = tokenizer
         self.compact = compact
+        # Only with compact rendering: the solve prompt becomes one line (see the module doc).
+        self.short_system = short_system and compact
         # protocol_tags=False: only the ChatML framing must be single tokens; the six tags stay
         # ordinary text (a pretrained model prompted as it is can copy them from its prompt).
         need = SPECIAL_TOKENS if protocol_tags else (IM_START, IM_END)
@@ -143,7 +153,11 @@ class ChatCodec:
 
     def render_content(self, msg: dict[str, Any]) -> str:
         role, content = msg["role"], msg.get("content") or ""
-        return compact_content(role, content) if self.compact else content
+        return compact_content(role, content, self.short_system) if self.compact else content
+
+    def meta(self) -> dict[str, bool]:
+        """What a checkpoint records so that `forge.train.model.codec_for` rebuilds this codec."""
+        return {"compact": self.compact, "short_system": self.short_system}
 
     def render(self, messages: Sequence[dict[str, Any]]) -> str:
         """The ChatML text of a conversation (what the ids decode to)."""

@@ -158,9 +158,10 @@ def checkpoint_meta(path: str | Path) -> dict[str, Any]:
 
 def codec_for(path: str | Path, tokenizer: Any) -> ChatCodec:
     """The codec a checkpoint was trained with (compact rendering unless its metadata says
-    otherwise)."""
-    compact = bool(checkpoint_meta(path).get("codec", {}).get("compact", True))
-    return ChatCodec(tokenizer, compact=compact)
+    otherwise; the long system text unless it says short_system)."""
+    meta = checkpoint_meta(path).get("codec", {})
+    return ChatCodec(tokenizer, compact=bool(meta.get("compact", True)),
+                     short_system=bool(meta.get("short_system", False)))
 
 
 def generate_turn(model: Any, codec: ChatCodec, context: Sequence[int],

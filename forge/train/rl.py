@@ -90,6 +90,9 @@ class RLRunConfig:
     token_budget: int = _f(200, "B: generated tokens per episode the dual update aims at.")
     token_eta: float = _f(2e-5, "eta: step size of the lambda_tok dual update.")
     token_lambda0: float = _f(0.0, "Initial lambda_tok.")
+    levels: str = _f("", "Only RL prompts of these difficulties, comma-separated (e.g. L1); "
+                     "empty = all. A policy whose context cannot hold L2/L3 episodes learns "
+                     "nothing from them.")
     frontier_pool: int = _f(32, "RL prompts whose SFT pass rate is measured.")
     frontier_rollouts: int = _f(4, "Rollouts per prompt to measure it.")
     seed: int = _f(0, "Seed of prompt order, environments and sampling.")
@@ -117,9 +120,13 @@ class RLTask:
     messages: list[dict[str, str]]  # system + user (the prompt)
 
 
-def load_rl_tasks(data: str | Path) -> list[RLTask]:
+def load_rl_tasks(data: str | Path, levels: str = "") -> list[RLTask]:
     """The train-split RL prompts of an export, each with its network (embedded in the stored
-    task) and the prompt messages the episode starts from; bench networks are refused."""
+    task) and the prompt messages the episode starts from; bench networks are refused.
+    `levels` (e.g. "L1" or "L1,L2") keeps only those difficulties."""
+    want = {x.strip().upper() for x in levels.split(",") if x.strip()}
+    if not want <= {"L1", "L2", "L3"}:
+        raise RLDataError(f"levels {levels!r}: expected L1, L2 and/or L3")
     from forge.bench.decontam import default_guard
     from forge.gym.trajectory import Task
     from forge.teacher.prompts import solve_system_prompt, task_prompt
@@ -146,6 +153,8 @@ def load_rl_tasks(data: str | Path) -> list[RLTask]:
         if r["split"] != "train" or r["task"] is None:
             # No task object: its only stored attempts were rejected before verification.
             continue
+        if want and r.get("difficulty") not in want:
+            continue
         t = Task.model_validate_json(r["task"])
         if t.scenario is None:
             raise RLDataError(f"{f}: task {t.id} carries no scenario")
@@ -158,7 +167,8 @@ def load_rl_tasks(data: str | Path) -> list[RLTask]:
             {"role": "system", "content": solve_system_prompt()},
             {"role": "user", "content": task_prompt(t.instruction, t.kind, goal)}]))
     if not out:
-        raise RLDataError(f"{f}: no train-split RL prompts")
+        raise RLDataError(f"{f}: no train-split RL prompts"
+                          + (f" of levels {levels}" if want else ""))
     return out
 
 
@@ -364,7 +374,7 @@ def run_rl(cfg: RLRunConfig, log: Any = print) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     model, tok = load_checkpoint(cfg.model)
     codec = codec_for(cfg.model, tok)
-    tasks = load_rl_tasks(cfg.data)
+    tasks = load_rl_tasks(cfg.data, cfg.levels)
     em = CachedModel(load_model("experiment"), maxsize=20000)
     verifier = TrajectoryVerifier(em)
     t0 = time.perf_counter()
@@ -393,7 +403,7 @@ def run_rl(cfg: RLRunConfig, log: Any = print) -> dict[str, Any]:
     trainer.train()
     train_s = time.perf_counter() - t1
     ck = save_checkpoint(trainer.model, tok, out / "checkpoint",
-                         meta={"codec": {"compact": codec.compact}, "stage": "rl",
+                         meta={"codec": codec.meta(), "stage": "rl",
                                "parent": str(cfg.model), "config": asdict(cfg)})
     hist = [h for h in trainer.state.log_history if "loss" in h or "reward" in h]
     metrics = {"config": asdict(cfg), "checkpoint": str(ck), "frontier": finfo,

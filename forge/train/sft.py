@@ -76,6 +76,11 @@ class SFTRunConfig:
     compact: bool = field(default=True, metadata={
         "help": "Compact rendering (short system text, compact observations); see "
                 "forge.train.chat."})
+    system: str = field(default="auto", metadata={
+        "help": "System text under compact rendering: short (one line), tools (protocol + the 42 "
+                "tool names, ~290 tokens), or auto: short for a model built from a config (it "
+                "learns the tools from the trajectories), what the checkpoint was trained with "
+                "when continuing one, tools for smollm2."})
     eval_steps: int = field(default=50, metadata={
         "help": "Held-out (validation split) loss every this many steps."})
     logging_steps: int = field(default=10, metadata={"help": "Train loss every this many steps."})
@@ -104,6 +109,8 @@ class SFTRunConfig:
             c.logging_steps = min(c.logging_steps, 5)
         if c.lr <= 0:
             c.lr = 2e-3 if c.model in PRESETS else 5e-5
+        if c.system not in ("auto", "short", "tools"):
+            raise ForgeError(f"--system must be auto, short or tools, not {c.system!r}")
         if c.overlong not in ("drop", "truncate"):
             raise ForgeError(f"--overlong must be drop or truncate, not {c.overlong!r}")
         return c
@@ -194,10 +201,25 @@ def check_markers(dd: Any) -> None:
 # Model, tokenisation
 
 
-def render_for_tokenizer(messages: list[dict[str, Any]], compact: bool) -> str:
-    return "".join(f"<|im_start|>{m['role']}\n"
-                   f"{compact_content(m['role'], m['content'] or '') if compact else m['content']}"
-                   f"<|im_end|>\n" for m in messages)
+def short_system(cfg: SFTRunConfig) -> bool:
+    """Whether this run renders the solve prompt as one line (see SFTRunConfig.system)."""
+    if cfg.system != "auto":
+        return cfg.system == "short"
+    if cfg.model in PRESETS:
+        return True
+    if cfg.model == "smollm2":
+        return False
+    from forge.train.model import checkpoint_meta
+
+    return bool(checkpoint_meta(cfg.model).get("codec", {}).get("short_system", False))
+
+
+def render_for_tokenizer(messages: list[dict[str, Any]], compact: bool,
+                         short: bool = False) -> str:
+    return "".join(
+        f"<|im_start|>{m['role']}\n"
+        f"{compact_content(m['role'], m['content'] or '', short) if compact else m['content']}"
+        f"<|im_end|>\n" for m in messages)
 
 
 def resolve_model(spec: str, train_messages: list[list[dict[str, Any]]],
@@ -208,8 +230,8 @@ def resolve_model(spec: str, train_messages: list[list[dict[str, Any]]],
     if spec in PRESETS:
         from forge.train.tokenizer import train_tokenizer
 
-        tok = train_tokenizer((render_for_tokenizer(m, cfg.compact) for m in train_messages),
-                              vocab_size=cfg.vocab_size)
+        tok = train_tokenizer((render_for_tokenizer(m, cfg.compact, short_system(cfg))
+                               for m in train_messages), vocab_size=cfg.vocab_size)
         mdl = M.build_tiny(tok, spec, context=max(2048, cfg.max_length))
         return mdl, tok, {"base": f"config:{spec}", "preset": asdict(PRESETS[spec])}
     if spec == "smollm2":
@@ -358,7 +380,7 @@ def _train(cfg: SFTRunConfig, dd: Any, t_all: float, log: Any) -> dict[str, Any]
         train_src = train_src.shuffle(seed=cfg.seed).select(
             range(min(cfg.max_train_samples, len(train_src))))
     model, tok, meta = resolve_model(cfg.model, train_src["messages"], cfg)
-    codec = ChatCodec(tok, compact=cfg.compact)
+    codec = ChatCodec(tok, compact=cfg.compact, short_system=short_system(cfg))
     train_rows = tokenize_split(train_src, codec)
     eval_rows = tokenize_split(dd["validation"].shuffle(seed=cfg.seed), codec,
                                cfg.max_eval_samples)
@@ -440,7 +462,7 @@ def _train(cfg: SFTRunConfig, dd: Any, t_all: float, log: Any) -> dict[str, Any]
     save_checkpoint(trainer.model, tok, ckpt, {
         **{k: v for k, v in meta.items()}, "sft": {k: metrics[k] for k in (
             "steps", "train_samples", "eval_loss_first", "eval_loss_last", "tokens_seen")},
-        "data": str(Path(cfg.data).resolve()), "codec": {"compact": cfg.compact}})
+        "data": str(Path(cfg.data).resolve()), "codec": codec.meta()})
     plot_losses(hist, out / "loss.png",
                 f"SFT {meta['base']} {metrics['n_params'] / 1e6:.2f}M params, "
                 f"{metrics['tokens_seen']} tokens, {metrics['tokens_per_s']:.0f} tok/s")
