@@ -468,8 +468,11 @@ def _train(cfg: SFTRunConfig, dd: Any, t_all: float, log: Any) -> dict[str, Any]
                 f"{metrics['tokens_seen']} tokens, {metrics['tokens_per_s']:.0f} tok/s")
     metrics["total_wall_s"] = round(time.perf_counter() - t_all, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-    log(f"sft: {metrics['steps']} steps, train loss {metrics['train_loss_first']:.3f} -> "
-        f"{metrics['train_loss_last']:.3f}, held-out {metrics['eval_loss_first']:.3f} -> "
+    def f3(x: float | None) -> str:   # no train loss is logged in a run shorter than
+        return "-" if x is None else f"{x:.3f}"   # --logging-steps
+
+    log(f"sft: {metrics['steps']} steps, train loss {f3(metrics['train_loss_first'])} -> "
+        f"{f3(metrics['train_loss_last'])}, held-out {metrics['eval_loss_first']:.3f} -> "
         f"{metrics['eval_loss_last']:.3f}, {metrics['tokens_per_s']:.0f} tokens/s; "
         f"checkpoint {ckpt}")
     return metrics
