@@ -53,6 +53,9 @@ def check_format(ctx: Context, resolver: Resolver | None = None) -> VerifierResu
             if tags.ANS_OPEN in m.content or tags.ANS_CLOSE in m.content:
                 return fail(st, "assistant_wrote_observation",
                             "the final answer contains an <ans> tag", index=i)
+            problem = tags.final_problem(m.content)
+            if problem is not None:
+                return fail(st, problem.code, f"message {i}: {problem.message}", index=i)
             ctx.final = m.content
             break
         call, problem = tags.parse_action(m.content)

@@ -10,6 +10,7 @@ is exactly `<ans>OBSERVATION-JSON</ans>`. The final assistant turn has no tags e
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,33 @@ def parse_action(content: str) -> tuple[Any, TagProblem | None]:
         return json.loads(content[start:end]), None
     except ValueError as e:
         return None, TagProblem("action_not_json", f"<action> does not hold JSON: {e}")
+
+
+ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
+_WORD = re.compile(r"[A-Za-z]{2,}")
+
+
+def final_problem(content: str) -> TagProblem | None:
+    """What is wrong with a final assistant turn (one without an action), or None. It must say
+    something in words (at least two words outside the answer tags: an operator reads it) and
+    hold at most one well-formed `<answer>...</answer>`; a turn that repeats or cuts off its
+    answer tags is garbage however lucky the value inside."""
+    n_open, n_close = content.count(ANSWER_OPEN), content.count(ANSWER_CLOSE)
+    if n_open > 1 or n_close > 1:
+        return TagProblem("malformed_answer", f"{max(n_open, n_close)} <answer> tags in the "
+                                              f"final turn (at most one pair)")
+    if n_open != n_close:
+        return TagProblem("malformed_answer", "unbalanced <answer> tag")
+    prose = content
+    if n_open:
+        a, b = content.index(ANSWER_OPEN), content.index(ANSWER_CLOSE)
+        if b < a:
+            return TagProblem("malformed_answer", "</answer> before <answer>")
+        prose = content[:a] + " " + content[b + len(ANSWER_CLOSE):]
+    if len(_WORD.findall(prose)) < 2:
+        return TagProblem("no_explanation", "the final turn says nothing in words besides its "
+                                            "answer")
+    return None
 
 
 def parse_ans(content: str) -> tuple[Any, TagProblem | None]:

@@ -65,6 +65,10 @@ def main() -> None:
     msgs(d)[2]["content"] += "\nThe UE now gets 9 Mbps."
     d = mut("format__assistant_wrote_observation")
     msgs(d)[-1]["content"] += ' <ans>{"ok":true}</ans>'
+    d = mut("format__malformed_answer")
+    msgs(d)[-1]["content"] += " <answer>1. <answer>1</answer>"
+    d = mut("format__no_explanation")
+    msgs(d)[-1]["content"] = "<answer>ok</answer>"
     mut("format__difficulty_mismatch")["task"]["difficulty"] = "L3"
     mut("format__scenario_mismatch")["task"]["scenario"]["cells"][0]["tx_power_dbm"] = 12.0
     d = mut("format__goal_invalid")
