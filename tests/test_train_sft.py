@@ -88,6 +88,9 @@ def test_special_tokens_are_single_ids(tok: Any) -> None:
 
 def test_codec_concatenation_and_text_agree(tok: Any, rows: list[list[dict[str, Any]]]) -> None:
     codec = ChatCodec(tok)
+    # The batched encoder (SFT's data path) gives exactly the per-conversation ids and masks,
+    # also across chunk boundaries.
+    assert codec.encode_many(rows[:20], chunk=7) == [codec.encode(m) for m in rows[:20]]
     for msgs in rows[:6]:
         ids, mask = codec.encode(msgs)
         cat_ids: list[int] = []

@@ -175,13 +175,38 @@ class ChatCodec:
         if role == "system" and key in self._cache:
             ids, mask = self._cache[key]
             return list(ids), list(mask)
-        head, body = self._headers[role], self._ids(content)
-        ids = [*head, *body, self.eos_id, *self._newline]
-        train = 1 if role == "assistant" else 0
-        mask = [0] * len(head) + [train] * (len(body) + 1) + [0] * len(self._newline)
+        ids, mask = self._frame(role, self._ids(content))
         if role == "system":
             self._cache[key] = (ids, mask)
         return list(ids), mask
+
+    def _frame(self, role: str, body: list[int]) -> tuple[list[int], list[int]]:
+        head = self._headers[role]
+        train = 1 if role == "assistant" else 0
+        return ([*head, *body, self.eos_id, *self._newline],
+                [0] * len(head) + [train] * (len(body) + 1) + [0] * len(self._newline))
+
+    def encode_many(self, conversations: Sequence[Sequence[dict[str, Any]]],
+                    chunk: int = 4096) -> list[tuple[list[int], list[int]]]:
+        """`encode` of many conversations, the message bodies tokenised in batches by the fast
+        tokenizer (one Python call per message was most of a 50k-sample SFT's setup time).
+        Same ids and masks as `encode`, conversation by conversation."""
+        flat = [(k, m["role"], self.render_content(m)) for k, conv in enumerate(conversations)
+                for m in conv]
+        for _, role, _ in flat:
+            if role not in self._headers:
+                raise ValueError(f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
+        bodies: list[list[int]] = []
+        for a in range(0, len(flat), chunk):
+            texts = [c for _, _, c in flat[a:a + chunk]]
+            bodies += [list(x) for x in self.tokenizer(texts, add_special_tokens=False)[
+                "input_ids"]]
+        out: list[tuple[list[int], list[int]]] = [([], []) for _ in conversations]
+        for (k, role, _), body in zip(flat, bodies, strict=True):
+            i, m = self._frame(role, body)
+            out[k][0].extend(i)
+            out[k][1].extend(m)
+        return out
 
     def encode(self, messages: Sequence[dict[str, Any]]) -> tuple[list[int], list[int]]:
         ids: list[int] = []

@@ -251,8 +251,8 @@ def tokenize_split(ds: Any, codec: ChatCodec, limit: int = 0) -> dict[str, list[
     rows = ds.select(range(min(limit, len(ds)))) if limit else ds
     out: dict[str, list[Any]] = {"input_ids": [], "assistant_masks": [], "traj_id": []}
     ids_col = rows["traj_id"] if "traj_id" in rows.column_names else [""] * len(rows)
-    for msgs, tid in zip(rows["messages"], ids_col, strict=True):
-        ids, mask = codec.encode(msgs)
+    encoded = codec.encode_many(rows["messages"])
+    for (ids, mask), tid in zip(encoded, ids_col, strict=True):
         out["input_ids"].append(ids)
         out["assistant_masks"].append(mask)
         out["traj_id"].append(tid or "")
