@@ -120,8 +120,7 @@ def _generate(params: dict[str, Any], fan_out: bool) -> dict[str, Any]:
             get_run_logger().info(f"round {rnd}: solved {n} tasks; {dict(g.stats)}")
             if rnd and g.reached_target():
                 break
-        # The same rule as the CLI: a run that produced nothing says so (and the flow run fails).
-        status = "completed" if g.produced_anything() else "empty"
+        status = g.end_status()   # a run that produced nothing says so (and the flow fails)
     finally:
         g.close()
         stats = {**dict(g.stats), "reject_reasons": dict(g.reasons)}

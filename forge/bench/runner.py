@@ -45,6 +45,7 @@ from forge.bench.agents import (
 from forge.bench.tasks import BenchError, BenchTask, TaskSet, load_task_set, stratified_sample
 from forge.gym import handlers as H
 from forge.gym.env import CachedModel
+from forge.gym.trajectory import parse_levels
 from forge.scenario import Scenario
 from forge.synth.solve import EpisodeRun, SolveConfig, drive_async, drive_sync, to_row
 from forge.synth.store import hid
@@ -253,10 +254,11 @@ class Bench:
         self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
         self.ts = load_task_set(cfg.tasks)
         pool = list(self.ts.tasks)
-        if cfg.levels:
-            want = {x.strip().upper() for x in cfg.levels.split(",") if x.strip()}
-            if not want <= {"L1", "L2", "L3"}:
-                raise BenchError(f"--levels {cfg.levels!r}: expected L1, L2 and/or L3")
+        try:
+            want = parse_levels(cfg.levels)
+        except ValueError as e:
+            raise BenchError(f"--{e}") from None
+        if want:
             pool = [t for t in pool if t.difficulty in want]
         # Episodes are stored per (run, task, trial), so a filtered or sampled run reuses the
         # episodes of a full one with the same options, and the other way round.

@@ -32,6 +32,15 @@ def difficulty_of(n_actions: int) -> Difficulty:
     return "L1" if n_actions <= 3 else "L2" if n_actions <= 7 else "L3"
 
 
+def parse_levels(text: str | None) -> set[str]:
+    """A comma-separated difficulty filter ("L1", "l1,L2") as a set; empty = no filter.
+    Raises ValueError on anything but L1, L2, L3."""
+    want = {x.strip().upper() for x in (text or "").split(",") if x.strip()}
+    if not want <= {"L1", "L2", "L3"}:
+        raise ValueError(f"levels {text!r}: expected L1, L2 and/or L3, comma-separated")
+    return want
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["system", "user", "assistant", "tool"]

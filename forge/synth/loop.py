@@ -626,6 +626,10 @@ class Generator:
                      f"{self._top_reasons('solve/')}")
         return accepted + verified > 0
 
+    def end_status(self) -> str:
+        """`completed`, or `empty` when the run produced nothing (CLI and flow alike)."""
+        return "completed" if self.produced_anything() else "empty"
+
     def _teacher_name(self) -> str:
         if self._teacher is not None:
             return str(self._teacher.name)
@@ -658,7 +662,7 @@ class Generator:
                 self.log(f"round {rnd}/{self.cfg.rounds}: {dict(self.stats)}")
                 if self.reached_target():
                     break
-            status = "completed" if self.produced_anything() else "empty"
+            status = self.end_status()
         except BudgetExhausted as e:
             self.log(f"stopping cleanly: {e}")
             status = "budget_exhausted"

@@ -167,8 +167,6 @@ class ChatCodec:
     def encode_message(self, msg: dict[str, Any]) -> tuple[list[int], list[int]]:
         """(ids, loss mask) of one message, framing included."""
         role = msg["role"]
-        if role not in self._headers:
-            raise ValueError(f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
         content = self.render_content(msg)
         # System prompts repeat in every sample: cache them (and nothing else, to bound memory).
         key = (role, content)
@@ -181,7 +179,9 @@ class ChatCodec:
         return list(ids), mask
 
     def _frame(self, role: str, body: list[int]) -> tuple[list[int], list[int]]:
-        head = self._headers[role]
+        head = self._headers.get(role)
+        if head is None:
+            raise ValueError(f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
         train = 1 if role == "assistant" else 0
         return ([*head, *body, self.eos_id, *self._newline],
                 [0] * len(head) + [train] * (len(body) + 1) + [0] * len(self._newline))
@@ -193,9 +193,6 @@ class ChatCodec:
         Same ids and masks as `encode`, conversation by conversation."""
         flat = [(k, m["role"], self.render_content(m)) for k, conv in enumerate(conversations)
                 for m in conv]
-        for _, role, _ in flat:
-            if role not in self._headers:
-                raise ValueError(f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
         bodies: list[list[int]] = []
         for a in range(0, len(flat), chunk):
             texts = [c for _, _, c in flat[a:a + chunk]]

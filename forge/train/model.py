@@ -159,9 +159,14 @@ def checkpoint_meta(path: str | Path) -> dict[str, Any]:
 def codec_for(path: str | Path, tokenizer: Any) -> ChatCodec:
     """The codec a checkpoint was trained with (compact rendering unless its metadata says
     otherwise; the long system text unless it says short_system)."""
+    return ChatCodec(tokenizer, **codec_options(path))
+
+
+def codec_options(path: str | Path) -> dict[str, bool]:
+    """The ChatCodec options a checkpoint records (older checkpoints: compact, long system)."""
     meta = checkpoint_meta(path).get("codec", {})
-    return ChatCodec(tokenizer, compact=bool(meta.get("compact", True)),
-                     short_system=bool(meta.get("short_system", False)))
+    return {"compact": bool(meta.get("compact", True)),
+            "short_system": bool(meta.get("short_system", False))}
 
 
 def generate_turn(model: Any, codec: ChatCodec, context: Sequence[int],

@@ -124,9 +124,12 @@ def load_rl_tasks(data: str | Path, levels: str = "") -> list[RLTask]:
     """The train-split RL prompts of an export, each with its network (embedded in the stored
     task) and the prompt messages the episode starts from; bench networks are refused.
     `levels` (e.g. "L1" or "L1,L2") keeps only those difficulties."""
-    want = {x.strip().upper() for x in levels.split(",") if x.strip()}
-    if not want <= {"L1", "L2", "L3"}:
-        raise RLDataError(f"levels {levels!r}: expected L1, L2 and/or L3")
+    from forge.gym.trajectory import parse_levels
+
+    try:
+        want = parse_levels(levels)
+    except ValueError as e:
+        raise RLDataError(str(e)) from None
     from forge.bench.decontam import default_guard
     from forge.gym.trajectory import Task
     from forge.teacher.prompts import solve_system_prompt, task_prompt

@@ -209,9 +209,9 @@ def short_system(cfg: SFTRunConfig) -> bool:
         return True
     if cfg.model == "smollm2":
         return False
-    from forge.train.model import checkpoint_meta
+    from forge.train.model import codec_options
 
-    return bool(checkpoint_meta(cfg.model).get("codec", {}).get("short_system", False))
+    return codec_options(cfg.model)["short_system"]
 
 
 def render_for_tokenizer(messages: list[dict[str, Any]], compact: bool,
