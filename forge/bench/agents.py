@@ -165,7 +165,7 @@ class RandomAgent(ScriptedAgent):
         for _ in range(rng.randint(1, 3)):
             tool = rng.choice(names)
             yield call(tool, random_args(tool, rng, n_cells, n_ues))
-        return "Done."
+        return "Done: I made the random calls above and stop here."
 
 
 # --- operator rules ---------------------------------------------------------------------------
