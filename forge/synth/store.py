@@ -39,8 +39,9 @@ TRAJ_COLS = ("traj_id", "task_id", "attempt", "status", "kind", "difficulty", "n
              "n_failed_steps", "tools", "error_recovery", "uncertain", "reject_stage",
              "reject_reason", "reject_message", "verdicts", "trajectory", "raw_text", "teacher",
              "round", "model_hash", "gen_run_id")
+SCENARIO_COLS = ("scenario_id", "seed", "family", "scenario", "source")
 JSON_COLS = {"goal", "parent_tasks", "verdicts", "trajectory"}
-INT_COLS = {"round", "attempt", "n_actions", "n_failed_steps"}
+INT_COLS = {"round", "attempt", "n_actions", "n_failed_steps", "seed"}
 BOOL_COLS = {"error_recovery", "uncertain"}
 
 
@@ -83,13 +84,7 @@ def insert_scenarios(con: duckdb.DuckDBPyConnection,
     rows = [{"scenario_id": s.scenario_id, "seed": s.seed, "family": s.family,
              "scenario": s.model_dump_json(), "source": src}
             for s, src in scenarios if s.scenario_id not in have]
-    if not rows:
-        return 0
-    con.executemany("INSERT INTO scenarios (scenario_id, seed, family, scenario, source) "
-                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (scenario_id) DO NOTHING",
-                    [[r["scenario_id"], r["seed"], r["family"], r["scenario"], r["source"]]
-                     for r in rows])
-    return len(rows)
+    return _insert(con, "scenarios", SCENARIO_COLS, "scenario_id", rows)
 
 
 def insert_tasks(con: duckdb.DuckDBPyConnection, rows: Iterable[dict[str, Any]]) -> int:
