@@ -50,6 +50,10 @@ def test_figures_bind_to_entity_metric_and_phase():
     assert _bind("Cell 3 is the busiest; its worst UE is UE 1 at 0.392 Mbps. <answer>1</answer>"
                  ) == [("0.392", "ue:1", mbps, None)]
     assert _bind("total power draw is now 812.5 W.") == [("812.5", None, ("power",), "after")]
+    # A digit inside a name (the a3_rsrp algorithm, QCI9) is no figure either.
+    assert _bind("The handover algorithm of cell 4 went from a3_rsrp to none.") == []
+    assert _bind("Cell 2 now runs A3 with 6 dB of hysteresis.") == [
+        ("6", "cell:2", ("hysteresis",), None)]
 
 
 def test_quoted_observation_text_is_not_a_claim():

@@ -319,6 +319,9 @@ class Claim:
 
 
 def _is_identifier(text: str, start: int) -> bool:
+    # A digit glued to a letter or underscore is part of a name (a3_rsrp, QCI9), not a figure.
+    if start > 0 and (text[start - 1].isalpha() or text[start - 1] == "_"):
+        return True
     return bool(_ID_RE.search(text[max(0, start - 12):start]))
 
 

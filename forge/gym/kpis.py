@@ -72,7 +72,7 @@ UE_METRICS = (
 CELL_METRICS = (
     "n_ues", "dl_offered_mbps", "dl_throughput_mbps", "ul_throughput_mbps", "mean_delay_ms",
     "mean_sinr_db", "prb_utilization", "power_w", "active", "tx_power_dbm", "bandwidth_rbs",
-    "handovers",
+    "handovers", "ho_enabled", "ho_hysteresis_db", "ho_ttt_ms",
 )
 QCI_METRICS = ("n_ues", "sla_violations", "mean_delay_ms", "dl_throughput_mbps",
                "min_dl_satisfaction")
@@ -229,6 +229,11 @@ def build_view(scn: Scenario, ue_preds: list[dict[str, Any]], ph: physics.Physic
             "dl_capacity_mbps": cap,
             "power_w": cell_power_w(cfg.active, cfg.tx_power_dbm, prb),
             "handovers": sum(u["handovers"] for u in mine),
+            # Handover configuration, for maintenance tickets whose goal is the setting itself
+            # (the model predicts little effect of it on KPIs in short runs).
+            "ho_enabled": cfg.ho_algorithm != "none",
+            "ho_hysteresis_db": cfg.ho_hysteresis_db,
+            "ho_ttt_ms": cfg.ho_ttt_ms,
         })
     qci: dict[int, dict[str, Any]] = {}
     for q in sorted({u["qci"] for u in ues}):

@@ -43,7 +43,10 @@ LABEL = {"dl_throughput_mbps": "downlink throughput", "delay_ms": "end-to-end de
          "max_prb_utilization": "highest PRB utilisation", "mean_delay_ms": "mean delay",
          "dl_satisfaction": "satisfaction", "handovers": "handover count",
          "total_handovers": "handover count", "sinr_db": "SINR", "power_w": "power draw",
-         "sla_ok": "SLA status", "mean_dl_satisfaction": "mean satisfaction"}
+         "sla_ok": "SLA status", "mean_dl_satisfaction": "mean satisfaction",
+         "ho_enabled": "handover algorithm", "ho_hysteresis_db": "A3 hysteresis",
+         "ho_ttt_ms": "time-to-trigger"}
+HO_SETTINGS = ("ho_enabled", "ho_hysteresis_db", "ho_ttt_ms")
 
 
 @dataclass
@@ -130,7 +133,7 @@ def reader(cond: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             return "get_energy_consumption", {}
         if m in ("tx_power_dbm", "bandwidth_rbs"):
             return "get_cell_config", {"cell": c}
-        if m == "handovers":
+        if m == "handovers" or m in HO_SETTINGS:
             return "get_handover_stats", {"cell": c}
         return "get_cell_kpis", {"cell": c}
     if kind == "qci":
@@ -170,8 +173,12 @@ def extract(cond: dict[str, Any], tool: str, r: dict[str, Any] | None) -> float 
         return _num(r.get("total_power_w"))
     if tool == "get_handover_stats":
         if kind == "cell":
-            return next((_num(c["handovers"]) for c in r["cells"] if c["cell"] == int(idx)),
-                        None)
+            row = next((c for c in r["cells"] if c["cell"] == int(idx)), None)
+            if row is None:
+                return None
+            if m == "ho_enabled":
+                return 0.0 if row["ho_algorithm"] == "none" else 1.0
+            return _num(row[m if m in HO_SETTINGS else "handovers"])
         return _num(r.get("total_handovers"))
     if tool == "get_slice_sla_status":
         s = r["slices"][0] if r.get("slices") else {}
@@ -394,6 +401,16 @@ class Planner:
             v = r["mean_sinr_db"] if r else None
             return (f"Cell {cell}'s UEs see a mean SINR of {fmt(v)} dB. "
                     f"<answer>{fmt(v)}</answer>")
+        if re.search(r"utili[sz]ation of the (busiest|most loaded) cell|(busiest|most loaded) "
+                     r"cell run at|how loaded is the busiest", low):
+            r = yield from self.call("rank_busiest_cells", {"k": 2},
+                                     "Rank the cells by PRB utilisation.")
+            top = r["ranking"][0] if r and r["ranking"] else None
+            if top is None:
+                return "No active cell reported. <answer>none</answer>"
+            load = fmt(top["prb_utilization"])
+            return (f"The busiest cell, cell {top['cell']}, runs at PRB utilisation {load}. "
+                    f"<answer>{load}</answer>")
         if re.search(r"busiest|most loaded", low) and re.search(r"worst|lowest|smallest", low):
             r = yield from self.call("rank_busiest_cells", {"k": 3},
                                      "Find the busiest cell first.")
@@ -1138,6 +1155,10 @@ class Planner:
         move = self.rng.choice([f"The {label} of {who} went from {fmt(v0)} to {fmt(v1)}.",
                                 f"For {who}, the {label} moved from {fmt(v0)} to {fmt(v1)}.",
                                 f"Measured {label} ({who}): {fmt(v0)} before, {fmt(v1)} after."])
+        if prim["metric"] == "ho_enabled":   # a switch: say it in words, not as 0/1
+            def algo(x: float | None) -> str:
+                return "unknown" if x is None else "a3_rsrp" if x else "none"
+            move = f"The {label} of {who} went from {algo(v0)} to {algo(v1)}."
         side = ""
         if others and after_others:
             side = " " + "; ".join(

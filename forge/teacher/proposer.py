@@ -15,6 +15,7 @@ the goal language does not know, a truncated JSON line - which validation must r
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -236,6 +237,15 @@ def paraphrase(text: str, rng: random.Random, rate: float = 0.5) -> str:
     return _SYN_RE.sub(sub, text)
 
 QA_TEXT = {
+    # The busiest cell's load, not its index: well defined even when several cells tie at full
+    # utilisation (qa_busiest needs a clear winner and is rejected in most congested networks).
+    "qa_busiest_load": ["What is the PRB utilisation of the busiest cell right now?",
+                        "Report the PRB utilisation of the most loaded cell in this {family} "
+                        "network.",
+                        "At what PRB utilisation does the busiest cell run at the moment?",
+                        "Give the PRB utilisation of the busiest cell, as a fraction of 1.",
+                        "Of the {n_cells} cells, how loaded is the busiest? Give the PRB "
+                        "utilisation of the busiest cell."],
     "qa_busiest": ["Which cell has the highest PRB utilisation right now? Give the cell index.",
                    "Name the busiest cell of this {family} network.",
                    "Operations wants to know which cell is the most loaded at the moment.",
@@ -487,7 +497,8 @@ NEW_L1_SHARE = 0.37
 # rarely reach (ranking, SLA checks, per-cell radio quality, handover counts, neighbour lists):
 # drawn only from the whole L1 list, each came out in under 1 % of verified samples.
 TOOL_L1_SHARE = 0.33
-TOOL_L1 = ("qa_busiest", "qa_ue_sla", "qa_cell_sinr", "qa_cell_ho", "qa_neighbor")
+TOOL_L1 = ("qa_busiest", "qa_busiest_load", "qa_ue_sla", "qa_cell_sinr", "qa_cell_ho",
+           "qa_neighbor")
 NEW_L1 = ("qa_whatif_busy", "qa_capacity", "qa_cqi_of", "qa_cqi_gain", "qa_list_max",
           "qa_heavy_ue", "qa_server_of")
 # How often a guided ticket names each fix (relative weights among the changes that reach the
@@ -551,7 +562,20 @@ TRIAL = ["Engineering wants {a} tried first; if that does not reach the target, 
 # 3 x 512); at 0.15 the action mix stays within 5 points of 30/45/25.
 TRIAL_RATE = 0.15
 ACTION_PATTERNS = ("ue_throughput", "ue_delay", "cell_load", "energy", "net_satisfaction",
-                   "slice_sla", "handovers")
+                   "slice_sla", "handovers", "ho_maint")
+# Maintenance tickets on a cell's handover settings: the goal is the setting itself (certain
+# under any model), half of them with a service guard. The model predicts little effect of
+# these settings in short windows, so no KPI goal can name them as the fix (issue 12 found the
+# handover tools in 0.1-0.2 % of samples); an operator still has to apply such work orders.
+HO_MAINT = ["The mobility team asks for {c}.", "Work order for cell {cell}: {c}.",
+            "Drive-test findings call for {c}; carry it out.",
+            "The approved change is {c}. Confirm the new setting afterwards.",
+            "Planning already decided on {c}: apply it.",
+            "Ahead of the night's mobility trial, apply {c} and check the setting took."]
+# Patterns drawn less often than the others (the chance a draw is kept): work orders always fit
+# a scenario while most patterns often do not, so unthinned they took 8 % of verified samples.
+PATTERN_RATE = {"ho_maint": 0.35}
+HO_HYSTERESIS = tuple(x / 2 for x in range(0, 13))   # 0-6 dB in 0.5 dB steps (the ns-3 grid's)
 # qa_sla_count stays a seed pattern but is not proposed: near a budget, measurement noise flips
 # SLA verdicts, so half of its answers disagree with the noiseless check.
 # `handovers` stays a pattern (seed tasks, other physics) but is not proposed: the shipped
@@ -616,6 +640,8 @@ class TaskWriter:
                 # near-duplicates of them) while others went unused.
                 pattern = rng.choice(mine) if mine and rng.random() < 0.5 else \
                     rng.choice(allowed)
+                if rng.random() >= PATTERN_RATE.get(str(pattern), 1.0):
+                    continue
                 s = rng.choice(scenarios)
                 scn = self.resolver(str(s.get("scenario_id")))
                 if scn is None:
@@ -873,6 +899,8 @@ class TaskWriter:
             u, cell = first["ue"], first["serving_cell"]
             target, metric, better, kind = f"qci:{q}", "sla_violations", -1.0, "ue"
             kw.update(qci=q, viol=viol)
+        elif pattern == "ho_maint":
+            return self._ho_maint(scn, v, rng, kw)
         elif pattern == "handovers":
             ho = net.get("total_handovers") or 0.0
             if ho <= 0:
@@ -956,6 +984,57 @@ class TaskWriter:
         diff = "L3" if "all" in goal or rng.random() < 0.4 else "L2"
         return Proposal(self._frame(" ".join(p for p in parts if p), "action", scn, rng),
                         "action", diff, scn.family, scn.scenario_id, goal, pattern)
+
+    def _ho_maint(self, scn: Scenario, v: KpiView, rng: random.Random, kw: dict[str, Any]
+                  ) -> Proposal | None:
+        """A work order on one cell's handover settings (see HO_MAINT)."""
+        from forge.ns3.grid import TTT_MS
+
+        act = [c["cell"] for c in v.cells if c["active"]]
+        if not act:
+            return None
+        cell = rng.choice(act)
+        cfg = scn.cells[cell]
+        what = rng.choice(["algorithm", "hysteresis", "ttt"])
+        if what == "algorithm" or cfg.ho_algorithm == "none":
+            on = cfg.ho_algorithm == "none"
+            change = {"tool": "set_handover_algorithm",
+                      "args": {"cell": cell, "algorithm": "a3_rsrp" if on else "none"}}
+            cond = {"target": f"cell:{cell}", "metric": "ho_enabled", "op": "==",
+                    "value": 1.0 if on else 0.0}
+        elif what == "hysteresis":
+            h = rng.choice([x for x in HO_HYSTERESIS if abs(x - cfg.ho_hysteresis_db) >= 1.0])
+            change = {"tool": "set_handover_params", "args": {"cell": cell, "hysteresis_db": h}}
+            cond = {"target": f"cell:{cell}", "metric": "ho_hysteresis_db", "op": "==",
+                    "value": h}
+        else:
+            t = rng.choice([x for x in TTT_MS if x != cfg.ho_ttt_ms])
+            change = {"tool": "set_handover_params", "args": {"cell": cell, "ttt_ms": t}}
+            cond = {"target": f"cell:{cell}", "metric": "ho_ttt_ms", "op": "==",
+                    "value": float(t)}
+        try:
+            after = self.model.view(H.CONFIGURE[change["tool"]](scn, change["args"]).scenario)[1]
+        except H.ToolError:
+            return None
+        if not after.in_domain:
+            return None
+        kw.update(cell=cell, c=describe_change(change))
+        parts = [self._fill(HO_MAINT, rng, **kw)]
+        goal: dict[str, Any] = cond
+        if rng.random() < 0.5:
+            # The guard: the worst UE's satisfaction stays near where it is, with slack below
+            # the least favourable edge of the band after the change (so it holds for certain).
+            low = _edge(after, "network", "min_dl_satisfaction", -1.0)
+            if low is not None and low >= 0.2:
+                f = math.floor(0.9 * low * 100) / 100
+                parts.append(self._fill(CONSTRAINT["min_sat"], rng, f=f))
+                goal = {"all": [cond, {"target": "network", "metric": "min_dl_satisfaction",
+                                       "op": ">=", "value": f}]}
+        self._last_kw = kw
+        parts.append(rng.choice(CLOSE))
+        return Proposal(self._frame(" ".join(p for p in parts if p), "action", scn, rng),
+                        "action", "L1" if goal is cond else "L2", scn.family, scn.scenario_id,
+                        goal, "ho_maint")
 
     # -- multi-step questions ---------------------------------------------------------------------
     def _qa_multi(self, pattern: str, scn: Scenario, v: KpiView, rng: random.Random,
@@ -1234,6 +1313,10 @@ class TaskWriter:
             ans = {"type": "integer", "ref": {"target": f"ue:{u}", "metric": "serving_cell"}}
         elif pattern == "qa_cell_nues":
             ans = {"type": "integer", "ref": {"target": f"cell:{c}", "metric": "n_ues"}}
+        elif pattern == "qa_busiest_load":
+            ans = {"type": "number", "ref": {"target": "network",
+                                             "metric": "max_prb_utilization"},
+                   "tol_abs": 0.05}
         elif pattern == "qa_cell_prb":
             ans = {"type": "number", "ref": {"target": f"cell:{c}",
                                              "metric": "prb_utilization"},
