@@ -1,7 +1,7 @@
 """The measured training run of issue 10: SFT, then RL, then the bench, timed end to end.
 
     python benchmarks/bench_train.py --data build/curated/pool-50k --out build/train/main \
-        --sft-steps 1400 --sft-budget-s 1500 --rl-steps 24 [--threads 2]
+        --sft-steps 1400 --sft-budget-s 1500 --rl-steps 24 [--sft-levels L1] [--threads 2]
 
 1. `forge train sft` (a model built from a config, tokenizer trained on the export) for
    `--sft-steps` optimizer steps, stopped early at `--sft-budget-s` seconds of training;
@@ -64,6 +64,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--max-length", type=int, default=768)
+    ap.add_argument("--sft-levels", default="",
+                    help="train SFT only on samples of these difficulties (e.g. L1)")
     ap.add_argument("--rl-steps", type=int, default=24)
     ap.add_argument("--rl-levels", default="L1")
     ap.add_argument("--rl-lr", type=float, default=2e-5)
@@ -85,7 +87,8 @@ def main() -> None:
         sft = run_sft(SFTRunConfig(
             data=a.data, out=str(out / "sft"), model=a.preset, max_steps=a.sft_steps,
             batch_size=a.batch_size, lr=a.lr, max_length=a.max_length, eval_steps=200,
-            max_eval_samples=128, time_budget_s=a.sft_budget_s, threads=a.threads))
+            levels=a.sft_levels, max_eval_samples=128, time_budget_s=a.sft_budget_s,
+            threads=a.threads))
         res["sft"] = {k: v for k, v in sft.items() if k != "history"}
     res["sft_wall_s"] = round(time.perf_counter() - t0, 1)
     sft_ckpt = out / "sft" / "checkpoint"

@@ -399,3 +399,27 @@ def test_accelerate_configs_parse(name: str) -> None:
 
     cfg = ClusterConfig.from_yaml_file(str(REPO / "train" / "configs" / name))
     assert cfg.mixed_precision == "bf16"
+
+
+def test_levels_select_the_samples_of_those_difficulties(export: Path, tmp_path: Path) -> None:
+    from datasets import load_from_disk
+
+    from forge.db import ForgeError
+    from forge.train.sft import select_levels
+
+    dd = load_from_disk(str(export / "dataset"))
+    train = dd["train"]
+    have = set(train["difficulty"])
+    for lv in sorted(have):
+        got = select_levels(train, lv.lower())
+        assert len(got) == sum(d == lv for d in train["difficulty"]) and set(
+            got["difficulty"]) == {lv}
+    assert len(select_levels(train, "")) == len(train)
+    missing = sorted({"L1", "L2", "L3"} - have)
+    if missing:
+        with pytest.raises(ForgeError, match="no sample of those levels"):
+            select_levels(train, missing[0])
+    with pytest.raises(ForgeError, match="--levels"):
+        run_sft(_cfg(export, tmp_path / "o", levels="L4"))
+    with pytest.raises(MissingColumnsError, match="difficulty"):
+        select_levels(train.remove_columns("difficulty"), "L1")

@@ -84,6 +84,11 @@ class SFTRunConfig:
     eval_steps: int = field(default=50, metadata={
         "help": "Held-out (validation split) loss every this many steps."})
     logging_steps: int = field(default=10, metadata={"help": "Train loss every this many steps."})
+    levels: str = field(default="", metadata={
+        "help": "Train (and hold out) only samples of these difficulties, comma-separated (e.g. "
+                "L1), from the export's difficulty column; empty = all. A small model given a "
+                "fixed CPU budget sees its target level several times instead of a fraction of "
+                "the whole set once."})
     max_train_samples: int = field(default=0, metadata={
         "help": "Use at most this many train samples (0 = all)."})
     max_eval_samples: int = field(default=128, metadata={
@@ -111,6 +116,13 @@ class SFTRunConfig:
             c.lr = 2e-3 if c.model in PRESETS else 5e-5
         if c.system not in ("auto", "short", "tools"):
             raise ForgeError(f"--system must be auto, short or tools, not {c.system!r}")
+        if c.levels:
+            from forge.gym.trajectory import parse_levels
+
+            try:
+                parse_levels(c.levels)
+            except ValueError as e:
+                raise ForgeError(f"--levels: {e}") from None
         if c.overlong not in ("drop", "truncate"):
             raise ForgeError(f"--overlong must be drop or truncate, not {c.overlong!r}")
         return c
@@ -247,6 +259,22 @@ def resolve_model(spec: str, train_messages: list[list[dict[str, Any]]],
     return mdl, tok, {**parent, "base": str(p.resolve()), "started_from": parent.get("base")}
 
 
+def select_levels(ds: Any, levels: str) -> Any:
+    """The rows of `ds` whose difficulty is in `levels` (all rows when it is empty)."""
+    if not levels:
+        return ds
+    from forge.gym.trajectory import parse_levels
+
+    want = parse_levels(levels)
+    if "difficulty" not in ds.column_names:
+        raise MissingColumnsError(f"--levels {levels} needs a difficulty column (has: "
+                                  f"{', '.join(ds.column_names)})")
+    keep = [i for i, d in enumerate(ds["difficulty"]) if d in want]
+    if not keep:
+        raise ForgeError(f"--levels {levels}: no sample of those levels in the export")
+    return ds.select(keep)
+
+
 def tokenize_split(ds: Any, codec: ChatCodec, limit: int = 0) -> dict[str, list[Any]]:
     rows = ds.select(range(min(limit, len(ds)))) if limit else ds
     out: dict[str, list[Any]] = {"input_ids": [], "assistant_masks": [], "traj_id": []}
@@ -375,14 +403,15 @@ def _train(cfg: SFTRunConfig, dd: Any, t_all: float, log: Any) -> dict[str, Any]
 
     set_seed(cfg.seed)
 
-    train_src = dd["train"]
+    train_src, eval_src = select_levels(dd["train"], cfg.levels), select_levels(
+        dd["validation"], cfg.levels)
     if cfg.max_train_samples:
         train_src = train_src.shuffle(seed=cfg.seed).select(
             range(min(cfg.max_train_samples, len(train_src))))
     model, tok, meta = resolve_model(cfg.model, train_src["messages"], cfg)
     codec = ChatCodec(tok, compact=cfg.compact, short_system=short_system(cfg))
     train_rows = tokenize_split(train_src, codec)
-    eval_rows = tokenize_split(dd["validation"].shuffle(seed=cfg.seed), codec,
+    eval_rows = tokenize_split(eval_src.shuffle(seed=cfg.seed), codec,
                                cfg.max_eval_samples)
     lens = [len(x) for x in train_rows["input_ids"]]
     # Full rendering on a sample of rows, for the report only (the full system prompt alone is
@@ -482,4 +511,4 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 __all__ = ["DatasetNotFoundError", "MissingColumnsError", "ModelPathError", "SFTRunConfig",
            "UnbalancedMarkersError", "check_columns", "check_markers", "load_export",
-           "marker_problem", "run_sft", "tokenize_split"]
+           "marker_problem", "run_sft", "select_levels", "tokenize_split"]
