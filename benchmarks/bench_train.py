@@ -66,6 +66,8 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=768)
     ap.add_argument("--sft-levels", default="",
                     help="train SFT only on samples of these difficulties (e.g. L1)")
+    ap.add_argument("--sft-kinds", default="",
+                    help="train SFT only on samples of these kinds (qa, action)")
     ap.add_argument("--rl-steps", type=int, default=24)
     ap.add_argument("--rl-levels", default="L1")
     ap.add_argument("--rl-lr", type=float, default=2e-5)
@@ -87,8 +89,8 @@ def main() -> None:
         sft = run_sft(SFTRunConfig(
             data=a.data, out=str(out / "sft"), model=a.preset, max_steps=a.sft_steps,
             batch_size=a.batch_size, lr=a.lr, max_length=a.max_length, eval_steps=200,
-            levels=a.sft_levels, max_eval_samples=128, time_budget_s=a.sft_budget_s,
-            threads=a.threads))
+            levels=a.sft_levels, kinds=a.sft_kinds, max_eval_samples=128,
+            time_budget_s=a.sft_budget_s, threads=a.threads))
         res["sft"] = {k: v for k, v in sft.items() if k != "history"}
     res["sft_wall_s"] = round(time.perf_counter() - t0, 1)
     sft_ckpt = out / "sft" / "checkpoint"

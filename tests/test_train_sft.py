@@ -417,9 +417,14 @@ def test_levels_select_the_samples_of_those_difficulties(export: Path, tmp_path:
     assert len(select_levels(train, "")) == len(train)
     missing = sorted({"L1", "L2", "L3"} - have)
     if missing:
-        with pytest.raises(ForgeError, match="no sample of those levels"):
+        with pytest.raises(ForgeError, match="no sample of those levels and kinds"):
             select_levels(train, missing[0])
     with pytest.raises(ForgeError, match="--levels"):
         run_sft(_cfg(export, tmp_path / "o", levels="L4"))
     with pytest.raises(MissingColumnsError, match="difficulty"):
         select_levels(train.remove_columns("difficulty"), "L1")
+    qa_l1 = select_levels(train, "L1", "qa")
+    assert len(qa_l1) == sum(d == "L1" and k == "qa" for d, k in
+                             zip(train["difficulty"], train["kind"], strict=True))
+    with pytest.raises(ForgeError, match="--kinds"):
+        run_sft(_cfg(export, tmp_path / "o", kinds="answers"))

@@ -89,6 +89,9 @@ class SFTRunConfig:
                 "L1), from the export's difficulty column; empty = all. A small model given a "
                 "fixed CPU budget sees its target level several times instead of a fraction of "
                 "the whole set once."})
+    kinds: str = field(default="", metadata={
+        "help": "Train (and hold out) only samples of these kinds, comma-separated (qa, "
+                "action), from the export's kind column; empty = both."})
     max_train_samples: int = field(default=0, metadata={
         "help": "Use at most this many train samples (0 = all)."})
     max_eval_samples: int = field(default=128, metadata={
@@ -123,6 +126,9 @@ class SFTRunConfig:
                 parse_levels(c.levels)
             except ValueError as e:
                 raise ForgeError(f"--levels: {e}") from None
+        if not {k.strip() for k in c.kinds.split(",") if k.strip()} <= {"qa", "action"}:
+            raise ForgeError(f"--kinds must be qa and/or action, comma-separated, not "
+                             f"{c.kinds!r}")
         if c.overlong not in ("drop", "truncate"):
             raise ForgeError(f"--overlong must be drop or truncate, not {c.overlong!r}")
         return c
@@ -259,19 +265,27 @@ def resolve_model(spec: str, train_messages: list[list[dict[str, Any]]],
     return mdl, tok, {**parent, "base": str(p.resolve()), "started_from": parent.get("base")}
 
 
-def select_levels(ds: Any, levels: str) -> Any:
-    """The rows of `ds` whose difficulty is in `levels` (all rows when it is empty)."""
-    if not levels:
-        return ds
+def select_levels(ds: Any, levels: str, kinds: str = "") -> Any:
+    """The rows of `ds` whose difficulty is in `levels` and whose kind is in `kinds`
+    (comma-separated; an empty filter keeps every row)."""
     from forge.gym.trajectory import parse_levels
 
-    want = parse_levels(levels)
-    if "difficulty" not in ds.column_names:
-        raise MissingColumnsError(f"--levels {levels} needs a difficulty column (has: "
-                                  f"{', '.join(ds.column_names)})")
-    keep = [i for i, d in enumerate(ds["difficulty"]) if d in want]
+    want = {"difficulty": parse_levels(levels),
+            "kind": {k.strip() for k in kinds.split(",") if k.strip()}}
+    keep = list(range(len(ds)))
+    for col, allowed in want.items():
+        if not allowed:
+            continue
+        if col not in ds.column_names:
+            raise MissingColumnsError(f"--levels/--kinds need a {col} column (has: "
+                                      f"{', '.join(ds.column_names)})")
+        vals = ds[col]
+        keep = [i for i in keep if vals[i] in allowed]
+    if len(keep) == len(ds):
+        return ds
     if not keep:
-        raise ForgeError(f"--levels {levels}: no sample of those levels in the export")
+        raise ForgeError(f"--levels {levels or 'any'} --kinds {kinds or 'any'}: no sample of "
+                         f"those levels and kinds in the export")
     return ds.select(keep)
 
 
@@ -403,8 +417,8 @@ def _train(cfg: SFTRunConfig, dd: Any, t_all: float, log: Any) -> dict[str, Any]
 
     set_seed(cfg.seed)
 
-    train_src, eval_src = select_levels(dd["train"], cfg.levels), select_levels(
-        dd["validation"], cfg.levels)
+    train_src, eval_src = (select_levels(dd[split], cfg.levels, cfg.kinds)
+                           for split in ("train", "validation"))
     if cfg.max_train_samples:
         train_src = train_src.shuffle(seed=cfg.seed).select(
             range(min(cfg.max_train_samples, len(train_src))))
