@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -362,3 +363,36 @@ def test_export_formats(pool_spec: dict[str, object], tmp_path: Path) -> None:
     assert "## Data statistics" in card and "redundant calls" in card
     info = json.loads((tmp_path / "t" / "curation.json").read_text())
     assert info["data_stats"]["samples"] == sum(len(s) for s in dd.values())
+
+
+def test_joint_plan_meets_both_quotas_where_one_pass_would_not() -> None:
+    """Questions are rare at L3 and actions plentiful there. A single pass fills L1 and L2 with
+    whatever kind comes first and leaves the qa quota short; the (kind, difficulty) plan meets
+    both quotas without any fill."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from forge.curate.balance import balance, joint_plan
+
+    avail = {("qa", "L1"): 60, ("qa", "L2"): 60, ("qa", "L3"): 5,
+             ("action", "L1"): 60, ("action", "L2"): 60, ("action", "L3"): 90}
+    kind_q, diff_q = {"qa": 100, "action": 100}, {"L1": 60, "L2": 90, "L3": 50}
+    plan = joint_plan(avail, kind_q, diff_q)
+    assert all(0 <= plan[c] <= avail[c] for c in avail)
+    for axis, quota in ((0, kind_q), (1, diff_q)):
+        for b, q in quota.items():
+            assert q <= sum(v for c, v in plan.items() if c[axis] == b) <= q + 3
+    cells = [c for c, n in avail.items() for _ in range(n)]
+    n = len(cells)
+    pool = SimpleNamespace(
+        kind=[k for k, _ in cells], difficulty=[d for _, d in cells],
+        primary_tool=[f"t{i % 9}" for i in range(n)], family=[f"f{i % 5}" for i in range(n)],
+        error_recovery=np.zeros(n, dtype=bool), traj_id=[f"tr{i}" for i in range(n)])
+    cfg = CurateConfig(target=200, fill="stop", qa_ratio="1:1", difficulty="30/45/25",
+                       error_recovery_share=0.0, max_tool_share=1.0, max_family_share=1.0)
+    res = balance(pool, np.arange(n), cfg)   # type: ignore[arg-type]
+    got = Counter(cells[i] for i in res.selected)
+    assert len(res.selected) == 200 and not res.messages
+    assert sum(v for (k, _), v in got.items() if k == "qa") == 100
+    assert {d: sum(v for (_, dd), v in got.items() if dd == d) for d in diff_q} == diff_q

@@ -4,9 +4,18 @@ Quotas (minimums that also act as maximums until the fill step): kind (qa/action
 ratio), difficulty (L1/L2/L3 shares). Error-recovery samples have a minimum share and are taken
 first. Caps (maximums only): share per primary tool, share per scenario family.
 
+The two quotas are first turned into a joint plan: a target per (kind, difficulty) cell whose
+rows add up to the kind quotas and whose columns add up to the difficulty quotas, no cell above
+what the pool holds, as close to the pool's own proportions as that allows (iterative
+proportional fitting with the availability as a ceiling). Without it a single pass fills the
+difficulty quotas with whatever kind comes first, and a kind that is rare at some level (few
+questions at L3) comes out short although the pool could meet both quotas.
+
 Selection is a deterministic greedy pass over the candidates in a seeded pseudo-random order
 (error-recovery samples first, up to their quota): a candidate is taken if its kind bucket, its
-difficulty bucket, its tool and its family are all under their limits. Then every short quota is
+difficulty bucket, its (kind, difficulty) cell, its tool and its family are all under their
+limits; a second pass without the cell limits takes what caps kept the plan from placing. Then
+every short quota is
 reported (requested, available, achieved, short) and, with fill='nearest', its shortfall moves to
 the nearest bucket of the same dimension, whose limit grows by that much, and the pass continues:
 
@@ -65,6 +74,41 @@ def _order_key(traj_id: str, seed: int) -> str:
     return hashlib.blake2b(f"{seed}:{traj_id}".encode(), digest_size=8).hexdigest()
 
 
+def joint_plan(avail: dict[tuple[str, str], int], kind_q: dict[str, int],
+               diff_q: dict[str, int], iters: int = 500) -> dict[tuple[str, str], int]:
+    """Per-(kind, difficulty) targets: row sums = kind quotas, column sums = difficulty quotas,
+    each cell <= its availability, proportional to the availability where the ceilings allow.
+    Capped iterative proportional fitting, then integers: every cell rounded down, and the
+    units still missing in a row and a column go to the cells with the largest remainders (so
+    the plan's sums are the quotas wherever the fitted table meets them). Where no such table
+    exists the cells get as close as the ceilings let them."""
+    x = {c: float(n) for c, n in avail.items()}
+    for _ in range(iters):
+        delta = 0.0
+        for axis, quota in ((0, kind_q), (1, diff_q)):
+            for b, q in quota.items():
+                cells = [c for c in x if c[axis] == b]
+                tot = sum(x[c] for c in cells)
+                if tot <= 0:
+                    continue
+                for c in cells:
+                    new = min(x[c] * q / tot, float(avail[c]))
+                    delta = max(delta, abs(new - x[c]))
+                    x[c] = new
+        if delta < 1e-6:
+            break
+    out = {c: min(math.floor(v + 1e-9), avail[c]) for c, v in x.items()}
+
+    def missing(axis: int, b: str, quota: dict[str, int]) -> int:
+        return quota[b] - sum(v for c, v in out.items() if c[axis] == b)
+
+    for c in sorted(x, key=lambda c: (out[c] - x[c], c)):     # largest remainder first
+        while (out[c] < avail[c] and missing(0, c[0], kind_q) > 0
+               and missing(1, c[1], diff_q) > 0 and out[c] < math.ceil(x[c] - 1e-9) + 1):
+            out[c] += 1
+    return out
+
+
 NEIGHBOURS = {"difficulty": {"L1": ["L2"], "L2": ["L1", "L3"], "L3": ["L2"]},
               "kind": {"qa": ["action"], "action": ["qa"]}}
 
@@ -102,6 +146,10 @@ def balance(pool: Pool, cand: np.ndarray, cfg: CurateConfig) -> BalanceResult:
 
     limit_kind = dict(kind_q)
     limit_diff = dict(diff_q)
+    cells = list(zip(kind, diff, strict=True))
+    plan = joint_plan({(k, d): sum(1 for c in cells if c == (k, d))
+                       for k in KINDS for d in DIFFICULTIES}, kind_q, diff_q)
+    in_cell: dict[tuple[str, str], int] = dict.fromkeys(plan, 0)
     cnt: dict[tuple[str, str], int] = dict.fromkeys(rows, 0)
     # Seeded pseudo-random order. Phase 1 serves the error-recovery quota from error-recovery
     # candidates only; phase 2 takes everyone (error-recovery samples included) on equal terms.
@@ -110,12 +158,12 @@ def balance(pool: Pool, cand: np.ndarray, cfg: CurateConfig) -> BalanceResult:
     taken = np.zeros(len(cand), dtype=bool)
     selected: list[int] = []
 
-    def greedy(seq: list[int], er_only: bool = False) -> int:
+    def greedy(seq: list[int], er_only: bool = False, planned: bool = False) -> int:
         added = 0
         for k in seq:
             if len(selected) >= target or (er_only and cnt["error_recovery", "true"] >= er_q):
                 break
-            if taken[k]:
+            if taken[k] or (planned and in_cell[cells[k]] >= plan[cells[k]]):
                 continue
             if (cnt["kind", kind[k]] >= limit_kind[kind[k]]
                     or cnt["difficulty", diff[k]] >= limit_diff[diff[k]]
@@ -123,6 +171,7 @@ def balance(pool: Pool, cand: np.ndarray, cfg: CurateConfig) -> BalanceResult:
                 continue
             taken[k] = True
             selected.append(k)
+            in_cell[cells[k]] += 1
             added += 1
             for key in (("kind", kind[k]), ("difficulty", diff[k]), ("tool", tool[k]),
                         ("family", fam[k])):
@@ -131,7 +180,8 @@ def balance(pool: Pool, cand: np.ndarray, cfg: CurateConfig) -> BalanceResult:
                 cnt["error_recovery", "true"] += 1
         return added
 
-    greedy(er_order, er_only=True)
+    greedy(er_order, er_only=True, planned=True)
+    greedy(order, planned=True)
     greedy(order)
     messages: list[str] = []
 
