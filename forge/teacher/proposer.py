@@ -996,6 +996,8 @@ class TaskWriter:
         cell = rng.choice(act)
         cfg = scn.cells[cell]
         what = rng.choice(["algorithm", "hysteresis", "ttt"])
+        change: dict[str, Any]
+        cond: dict[str, Any]
         if what == "algorithm" or cfg.ho_algorithm == "none":
             on = cfg.ho_algorithm == "none"
             change = {"tool": "set_handover_algorithm",
