@@ -405,26 +405,26 @@ def test_levels_select_the_samples_of_those_difficulties(export: Path, tmp_path:
     from datasets import load_from_disk
 
     from forge.db import ForgeError
-    from forge.train.sft import select_levels
+    from forge.train.sft import select_samples
 
     dd = load_from_disk(str(export / "dataset"))
     train = dd["train"]
     have = set(train["difficulty"])
     for lv in sorted(have):
-        got = select_levels(train, lv.lower())
+        got = select_samples(train, lv.lower())
         assert len(got) == sum(d == lv for d in train["difficulty"]) and set(
             got["difficulty"]) == {lv}
-    assert len(select_levels(train, "")) == len(train)
+    assert len(select_samples(train, "")) == len(train)
     missing = sorted({"L1", "L2", "L3"} - have)
     if missing:
         with pytest.raises(ForgeError, match="no sample of those levels and kinds"):
-            select_levels(train, missing[0])
-    with pytest.raises(ForgeError, match="--levels"):
+            select_samples(train, missing[0])
+    with pytest.raises(ForgeError, match="--levels 'L4'"):
         run_sft(_cfg(export, tmp_path / "o", levels="L4"))
     with pytest.raises(MissingColumnsError, match="difficulty"):
-        select_levels(train.remove_columns("difficulty"), "L1")
-    qa_l1 = select_levels(train, "L1", "qa")
+        select_samples(train.remove_columns("difficulty"), "L1")
+    qa_l1 = select_samples(train, "L1", "qa")
     assert len(qa_l1) == sum(d == "L1" and k == "qa" for d, k in
                              zip(train["difficulty"], train["kind"], strict=True))
-    with pytest.raises(ForgeError, match="--kinds"):
+    with pytest.raises(ForgeError, match="--kinds 'answers'"):
         run_sft(_cfg(export, tmp_path / "o", kinds="answers"))

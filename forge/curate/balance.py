@@ -103,8 +103,8 @@ def joint_plan(avail: dict[tuple[str, str], int], kind_q: dict[str, int],
         return quota[b] - sum(v for c, v in out.items() if c[axis] == b)
 
     for c in sorted(x, key=lambda c: (out[c] - x[c], c)):     # largest remainder first
-        while (out[c] < avail[c] and missing(0, c[0], kind_q) > 0
-               and missing(1, c[1], diff_q) > 0 and out[c] < math.ceil(x[c] - 1e-9) + 1):
+        if out[c] < min(avail[c], math.ceil(x[c] - 1e-9)) and missing(0, c[0], kind_q) > 0 \
+                and missing(1, c[1], diff_q) > 0:
             out[c] += 1
     return out
 

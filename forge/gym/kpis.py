@@ -208,6 +208,11 @@ def _ue_row(scn: Scenario, i: int, p: dict[str, Any], ph: physics.Physics) -> di
     }
 
 
+def ho_enabled(algorithm: str) -> bool:
+    """The `ho_enabled` cell metric: the cell runs a handover algorithm."""
+    return algorithm != "none"
+
+
 def build_view(scn: Scenario, ue_preds: list[dict[str, Any]], ph: physics.Physics,
                in_domain: bool = True, domain_issues: list[str] | None = None,
                uncertainty: list[dict[str, float]] | None = None) -> KpiView:
@@ -231,7 +236,7 @@ def build_view(scn: Scenario, ue_preds: list[dict[str, Any]], ph: physics.Physic
             "handovers": sum(u["handovers"] for u in mine),
             # Handover configuration, for maintenance tickets whose goal is the setting itself
             # (the model predicts little effect of it on KPIs in short runs).
-            "ho_enabled": cfg.ho_algorithm != "none",
+            "ho_enabled": ho_enabled(cfg.ho_algorithm),
             "ho_hysteresis_db": cfg.ho_hysteresis_db,
             "ho_ttt_ms": cfg.ho_ttt_ms,
         })

@@ -41,6 +41,15 @@ def parse_levels(text: str | None) -> set[str]:
     return want
 
 
+def parse_kinds(text: str | None) -> set[str]:
+    """A comma-separated kind filter ("qa", "qa,action") as a set; empty = no filter.
+    Raises ValueError on anything but qa and action."""
+    want = {x.strip().lower() for x in (text or "").split(",") if x.strip()}
+    if not want <= {"qa", "action"}:
+        raise ValueError(f"kinds {text!r}: expected qa and/or action, comma-separated")
+    return want
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["system", "user", "assistant", "tool"]

@@ -25,6 +25,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
+from forge.gym import kpis as K
 from forge.gym.catalogue import BY_NAME, CONFIGURE_TOOLS
 from forge.gym.tags import render_action
 from forge.scenario import BANDWIDTHS_RB
@@ -177,7 +178,7 @@ def extract(cond: dict[str, Any], tool: str, r: dict[str, Any] | None) -> float 
             if row is None:
                 return None
             if m == "ho_enabled":
-                return 0.0 if row["ho_algorithm"] == "none" else 1.0
+                return float(K.ho_enabled(row["ho_algorithm"]))
             return _num(row[m if m in HO_SETTINGS else "handovers"])
         return _num(r.get("total_handovers"))
     if tool == "get_slice_sla_status":

@@ -119,16 +119,12 @@ class SFTRunConfig:
             c.lr = 2e-3 if c.model in PRESETS else 5e-5
         if c.system not in ("auto", "short", "tools"):
             raise ForgeError(f"--system must be auto, short or tools, not {c.system!r}")
-        if c.levels:
-            from forge.gym.trajectory import parse_levels
+        from forge.gym.trajectory import parse_kinds, parse_levels
 
-            try:
-                parse_levels(c.levels)
-            except ValueError as e:
-                raise ForgeError(f"--levels: {e}") from None
-        if not {k.strip() for k in c.kinds.split(",") if k.strip()} <= {"qa", "action"}:
-            raise ForgeError(f"--kinds must be qa and/or action, comma-separated, not "
-                             f"{c.kinds!r}")
+        try:
+            parse_levels(c.levels), parse_kinds(c.kinds)
+        except ValueError as e:
+            raise ForgeError(f"--{e}") from None
         if c.overlong not in ("drop", "truncate"):
             raise ForgeError(f"--overlong must be drop or truncate, not {c.overlong!r}")
         return c
@@ -265,15 +261,13 @@ def resolve_model(spec: str, train_messages: list[list[dict[str, Any]]],
     return mdl, tok, {**parent, "base": str(p.resolve()), "started_from": parent.get("base")}
 
 
-def select_levels(ds: Any, levels: str, kinds: str = "") -> Any:
+def select_samples(ds: Any, levels: str = "", kinds: str = "") -> Any:
     """The rows of `ds` whose difficulty is in `levels` and whose kind is in `kinds`
     (comma-separated; an empty filter keeps every row)."""
-    from forge.gym.trajectory import parse_levels
+    from forge.gym.trajectory import parse_kinds, parse_levels
 
-    want = {"difficulty": parse_levels(levels),
-            "kind": {k.strip() for k in kinds.split(",") if k.strip()}}
     keep = list(range(len(ds)))
-    for col, allowed in want.items():
+    for col, allowed in (("difficulty", parse_levels(levels)), ("kind", parse_kinds(kinds))):
         if not allowed:
             continue
         if col not in ds.column_names:
@@ -417,7 +411,7 @@ def _train(cfg: SFTRunConfig, dd: Any, t_all: float, log: Any) -> dict[str, Any]
 
     set_seed(cfg.seed)
 
-    train_src, eval_src = (select_levels(dd[split], cfg.levels, cfg.kinds)
+    train_src, eval_src = (select_samples(dd[split], cfg.levels, cfg.kinds)
                            for split in ("train", "validation"))
     if cfg.max_train_samples:
         train_src = train_src.shuffle(seed=cfg.seed).select(
@@ -525,4 +519,4 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 __all__ = ["DatasetNotFoundError", "MissingColumnsError", "ModelPathError", "SFTRunConfig",
            "UnbalancedMarkersError", "check_columns", "check_markers", "load_export",
-           "marker_problem", "run_sft", "select_levels", "tokenize_split"]
+           "marker_problem", "run_sft", "select_samples", "tokenize_split"]
