@@ -219,8 +219,8 @@ def test_generated_instructions_are_diverse(n: int) -> None:
 
 
 def test_handover_work_orders_apply_the_named_setting() -> None:
-    """ho_maint tickets: the goal is the handover setting itself (with a service guard in some),
-    the teacher applies exactly the named change with a handover tool, and they verify."""
+    """ho_maint tickets: the goal is the handover or scheduler setting itself (with a service
+    guard in some), the teacher applies exactly the named change, and they verify."""
     t = _teacher(mistake_rate=0.0, format_error_rate=0.0)
     tasks = _tasks(("ho_maint",), 16, seed=7)
     metrics = set()
@@ -228,11 +228,13 @@ def test_handover_work_orders_apply_the_named_setting() -> None:
         conds = task["goal"].get("all", [task["goal"]])
         metrics.add(conds[0]["metric"])
         assert conds[0]["op"] == "==" and conds[0]["target"].startswith("cell:")
-    assert metrics <= {"ho_enabled", "ho_hysteresis_db", "ho_ttt_ms"} and len(metrics) >= 2
+    assert metrics <= {"ho_enabled", "ho_hysteresis_db", "ho_ttt_ms", "gbr_scheduler"} and \
+        len(metrics) >= 3
     rows = _solve(t, tasks)
     ok = [r for r in rows if r["status"] == "verified"]
     assert len(ok) >= 14, [(r["reject_reason"], r["reject_message"]) for r in rows
                            if r["status"] != "verified"][:3]
     for r in ok:
         tools = r["tools"]
-        assert {"set_handover_params", "set_handover_algorithm"} & set(tools), tools
+        assert {"set_handover_params", "set_handover_algorithm", "set_scheduler"} & set(tools), \
+            tools

@@ -72,7 +72,7 @@ UE_METRICS = (
 CELL_METRICS = (
     "n_ues", "dl_offered_mbps", "dl_throughput_mbps", "ul_throughput_mbps", "mean_delay_ms",
     "mean_sinr_db", "prb_utilization", "power_w", "active", "tx_power_dbm", "bandwidth_rbs",
-    "handovers", "ho_enabled", "ho_hysteresis_db", "ho_ttt_ms",
+    "handovers", "ho_enabled", "ho_hysteresis_db", "ho_ttt_ms", "gbr_scheduler",
 )
 QCI_METRICS = ("n_ues", "sla_violations", "mean_delay_ms", "dl_throughput_mbps",
                "min_dl_satisfaction")
@@ -213,6 +213,12 @@ def ho_enabled(algorithm: str) -> bool:
     return algorithm != "none"
 
 
+def gbr_scheduler(scheduler: str) -> bool:
+    """The `gbr_scheduler` cell metric: the cell's scheduler honours GBR bearers' rates (the
+    priority-set and channel-and-QoS-aware schedulers; PF and RR ignore them)."""
+    return scheduler in ("pss", "cqa")
+
+
 def build_view(scn: Scenario, ue_preds: list[dict[str, Any]], ph: physics.Physics,
                in_domain: bool = True, domain_issues: list[str] | None = None,
                uncertainty: list[dict[str, float]] | None = None) -> KpiView:
@@ -239,6 +245,7 @@ def build_view(scn: Scenario, ue_preds: list[dict[str, Any]], ph: physics.Physic
             "ho_enabled": ho_enabled(cfg.ho_algorithm),
             "ho_hysteresis_db": cfg.ho_hysteresis_db,
             "ho_ttt_ms": cfg.ho_ttt_ms,
+            "gbr_scheduler": gbr_scheduler(cfg.scheduler),
         })
     qci: dict[int, dict[str, Any]] = {}
     for q in sorted({u["qci"] for u in ues}):

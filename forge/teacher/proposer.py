@@ -574,7 +574,7 @@ HO_MAINT = ["The mobility team asks for {c}.", "Work order for cell {cell}: {c}.
             "Ahead of the night's mobility trial, apply {c} and check the setting took."]
 # Patterns drawn less often than the others (the chance a draw is kept): work orders always fit
 # a scenario while most patterns often do not, so unthinned they took 8 % of verified samples.
-PATTERN_RATE = {"ho_maint": 0.35}
+PATTERN_RATE = {"ho_maint": 0.45}
 HO_HYSTERESIS = tuple(x / 2 for x in range(0, 13))   # 0-6 dB in 0.5 dB steps (the ns-3 grid's)
 # qa_sla_count stays a seed pattern but is not proposed: near a budget, measurement noise flips
 # SLA verdicts, so half of its answers disagree with the noiseless check.
@@ -766,7 +766,13 @@ class TaskWriter:
             {"target": target, "metric": metric, "op": ">=" if better > 0 else "<=",
              "value": 0.0}, ctx)
         outs: list[tuple[float, dict[str, Any]]] = []
-        for c in cands[:8 if reachable else 4]:
+        head = cands[:8 if reachable else 4]
+        if reachable:
+            # The planner lists the rarely useful changes (scheduler, QCI, shaping) last, so the
+            # cut above dropped them and they were seldom named as a fix (set_scheduler in 0.3 %
+            # of samples): a guided ticket also scores those, for one forward pass each.
+            head += [c for c in cands[8:] if FIX_WEIGHT.get(c["tool"], 1.0) > 3.0]
+        for c in head:
             try:
                 new = H.CONFIGURE[c["tool"]](scn, c["args"]).scenario
             except H.ToolError:
@@ -987,7 +993,7 @@ class TaskWriter:
 
     def _ho_maint(self, scn: Scenario, v: KpiView, rng: random.Random, kw: dict[str, Any]
                   ) -> Proposal | None:
-        """A work order on one cell's handover settings (see HO_MAINT)."""
+        """A work order on one cell's handover settings or its scheduler (see HO_MAINT)."""
         from forge.ns3.grid import TTT_MS
 
         act = [c["cell"] for c in v.cells if c["active"]]
@@ -995,10 +1001,19 @@ class TaskWriter:
             return None
         cell = rng.choice(act)
         cfg = scn.cells[cell]
-        what = rng.choice(["algorithm", "hysteresis", "ttt"])
+        # The scheduler too: as a fix of a KPI goal the model rarely finds it worth making
+        # (set_scheduler was the fix in 0.3-0.4 % of samples), yet operators change it.
+        what = rng.choice(["algorithm", "hysteresis", "ttt", "scheduler"])
         change: dict[str, Any]
         cond: dict[str, Any]
-        if what == "algorithm" or cfg.ho_algorithm == "none":
+        if what == "scheduler":
+            on = not K.gbr_scheduler(cfg.scheduler)
+            change = {"tool": "set_scheduler",
+                      "args": {"cell": cell, "scheduler": rng.choice(["pss", "cqa"]) if on
+                               else "pf"}}
+            cond = {"target": f"cell:{cell}", "metric": "gbr_scheduler", "op": "==",
+                    "value": 1.0 if on else 0.0}
+        elif what == "algorithm" or cfg.ho_algorithm == "none":
             on = cfg.ho_algorithm == "none"
             change = {"tool": "set_handover_algorithm",
                       "args": {"cell": cell, "algorithm": "a3_rsrp" if on else "none"}}
