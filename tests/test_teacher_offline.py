@@ -238,3 +238,36 @@ def test_handover_work_orders_apply_the_named_setting() -> None:
         tools = r["tools"]
         assert {"set_handover_params", "set_handover_algorithm", "set_scheduler"} & set(tools), \
             tools
+
+
+def test_question_answers_quote_the_observed_field_they_report() -> None:
+    """A one-read answer opens with `"key":value` exactly as the observation has it (so a small
+    model learns to copy the figure), with that value in <answer>; a value several fields share
+    is not quoted."""
+    t = _teacher(mistake_rate=0.0, format_error_rate=0.0)
+    rows = _solve(t, _tasks(("qa_ue_loss", "qa_ue_sinr", "qa_cell_sched", "qa_ue_delay"), 12, seed=3))
+    cited = 0
+    for r in rows:
+        msgs = r["trajectory"]["messages"] if isinstance(r["trajectory"], dict) else \
+            json.loads(r["trajectory"])["messages"]
+        final = msgs[-1]["content"]
+        if not final.startswith("Observed "):
+            continue
+        cited += 1
+        quote = final[len("Observed "):].split(". ", 1)[0]
+        observations = [m["content"] for m in msgs if m["role"] == "tool"]
+        assert quote in observations[-1], (quote, observations[-1][:300])
+        value = json.loads("{" + quote + "}").popitem()[1]
+        assert f"<answer>{value:g}</answer>" in final if isinstance(value, float) else \
+            f"<answer>{value}</answer>" in final
+    assert cited >= 9, cited
+
+
+def test_a_value_several_fields_share_is_not_quoted() -> None:
+    from forge.teacher.policy import Planner, PolicyConfig
+
+    p = Planner(random.Random(0), PolicyConfig())
+    p._results = [{"dl_offered_mbps": 2.5, "dl_throughput_mbps": 2.5, "delay_ms": 31.2}]
+    assert p.cite("UE 1 gets 2.5 Mbps. <answer>2.5</answer>").startswith("UE 1")
+    assert p.cite("UE 1 waits 31.2 ms. <answer>31.2</answer>") == \
+        'Observed "delay_ms":31.2. UE 1 waits 31.2 ms. <answer>31.2</answer>'
