@@ -245,7 +245,8 @@ def test_question_answers_quote_the_observed_field_they_report() -> None:
     model learns to copy the figure), with that value in <answer>; a value several fields share
     is not quoted."""
     t = _teacher(mistake_rate=0.0, format_error_rate=0.0)
-    rows = _solve(t, _tasks(("qa_ue_loss", "qa_ue_sinr", "qa_cell_sched", "qa_ue_delay"), 12, seed=3))
+    pats = ("qa_ue_loss", "qa_ue_sinr", "qa_cell_sched", "qa_ue_delay")
+    rows = _solve(t, _tasks(pats, 12, seed=3))
     cited = 0
     for r in rows:
         msgs = r["trajectory"]["messages"] if isinstance(r["trajectory"], dict) else \
