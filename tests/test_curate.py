@@ -396,3 +396,25 @@ def test_joint_plan_meets_both_quotas_where_one_pass_would_not() -> None:
     assert len(res.selected) == 200 and not res.messages
     assert sum(v for (k, _), v in got.items() if k == "qa") == 100
     assert {d: sum(v for (_, dd), v in got.items() if dd == d) for d in diff_q} == diff_q
+
+
+def test_progress_in_a_log_file_is_a_line_every_tenth() -> None:
+    """Where stderr is not a terminal (a log file, CI), a live bar shows nothing: the long
+    stages print plain progress lines instead."""
+    import io
+
+    from rich.console import Console
+
+    from forge.curate.pipeline import _Display
+
+    d = _Display(quiet=False)
+    buf = io.StringIO()
+    d.console = Console(file=buf, force_terminal=False, width=200)
+    advance, stop = d.bar(1000, "embedding")
+    for _ in range(40):
+        advance(25)
+    stop()
+    lines = [x for x in buf.getvalue().splitlines() if x.strip()]
+    assert len(lines) == 10, lines
+    assert lines[0].strip().startswith("embedding: 100 of 1,000")
+    assert lines[-1].strip().startswith("embedding: 1,000 of 1,000")
