@@ -1415,14 +1415,19 @@ def _fields(x: Any) -> Iterator[tuple[str, Any]]:
             yield from _fields(v)
 
 
-def solve_gen(user_text: str, rng: random.Random, cfg: PolicyConfig) -> PolicyGen:
+def solve_gen(user_text: str, rng: random.Random, cfg: PolicyConfig,
+              _stop: type[Exception] = _Stop) -> PolicyGen:
     """The planner for one task prompt, as a generator of assistant turns. A prompt with a
-    success criterion is an action task, anything else a question."""
+    success criterion is an action task, anything else a question.
+
+    (`_stop` binds the exception class locally: a generator still open at interpreter exit is
+    closed after the module's globals are cleared, and `except _Stop` then raised a TypeError
+    that Python printed as "Exception ignored".)"""
     p = Planner(rng, cfg)
     try:
         goal = criterion_of(user_text)
         if goal is not None:
             return (yield from p.action(goal, user_text.split(CRITERION_HEAD)[0]))
         return p.cite((yield from p.qa(user_text)))
-    except _Stop:
+    except _stop:
         return ""
