@@ -48,6 +48,8 @@ LABEL = {"dl_throughput_mbps": "downlink throughput", "delay_ms": "end-to-end de
          "ho_enabled": "handover algorithm", "ho_hysteresis_db": "A3 hysteresis",
          "ho_ttt_ms": "time-to-trigger", "gbr_scheduler": "GBR-aware scheduling"}
 HO_SETTINGS = ("ho_enabled", "ho_hysteresis_db", "ho_ttt_ms")
+# On/off cell metrics, reported in words (off, on) rather than as 0/1.
+SWITCH_WORDS = {"ho_enabled": ("none", "a3_rsrp"), "gbr_scheduler": ("off", "on")}
 
 
 @dataclass
@@ -367,9 +369,10 @@ class Planner:
 
         Why: a small model trained on answers that only name the metric in words ("UE 4's
         packet loss ratio is ...") learned to call the right tool but not to carry the number
-        over; it wrote plausible figures from no observation. Quoting the field turns the copy
-        into the pattern attention learns first: after `"loss_ratio":` comes what followed it
-        in the observation. Only a value that one field of the latest result holding it has
+        over; it wrote plausible figures from no observation. Quoting the field makes the copy
+        an induction pattern (after `"loss_ratio":` comes what followed it in the
+        observation); measured on the 1M-parameter model it taught the key, not yet the value
+        (docs/BENCHMARKS.md). Only a value that one field of the latest result holding it has
         is cited (several fields with that value: nothing is quoted)."""
         m = re.search(r"<answer>(.*?)</answer>", text)
         if m is None:
@@ -1190,9 +1193,8 @@ class Planner:
         move = self.rng.choice([f"The {label} of {who} went from {fmt(v0)} to {fmt(v1)}.",
                                 f"For {who}, the {label} moved from {fmt(v0)} to {fmt(v1)}.",
                                 f"Measured {label} ({who}): {fmt(v0)} before, {fmt(v1)} after."])
-        if prim["metric"] in ("ho_enabled", "gbr_scheduler"):   # switches: words, not 0/1
-            words = ("none", "a3_rsrp") if prim["metric"] == "ho_enabled" else ("off", "on")
-
+        words = SWITCH_WORDS.get(prim["metric"])
+        if words is not None:
             def say(x: float | None) -> str:
                 return "unknown" if x is None else words[1] if x else words[0]
             move = f"The {label} of {who} went from {say(v0)} to {say(v1)}."
