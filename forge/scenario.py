@@ -102,6 +102,12 @@ class Scenario(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
+        self.check_consistent()
+        return self
+
+    def check_consistent(self) -> None:
+        """The scenario-wide invariants (raise ValueError); the gym's handlers call it on copies
+        whose changed entries they validated themselves."""
         if not any(c.active for c in self.cells):
             raise ValueError("cells: at least one cell must be active")
         start, stop = self.app_window()
@@ -110,7 +116,6 @@ class Scenario(BaseModel):
                 f"sim_time_s: {self.sim_time_s} s leaves {stop - start:.2f} s of traffic after "
                 f"app_start_s and the drain time; at least 0.3 s is needed"
             )
-        return self
 
     # -- derived geometry ------------------------------------------------------------------
     def enb_positions(self) -> list[tuple[float, float]]:

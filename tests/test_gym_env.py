@@ -231,3 +231,38 @@ def test_sampled_scenarios_answer_every_read_tool():
                 o = e.step({"tool": t.name, "args": {}})
                 assert o.ok, (seed, t.name, o.error)
                 Draft202012Validator(t.result).validate(o.result)
+
+
+def test_percentile_is_numpys_bit_for_bit():
+    # The gym's plain-Python percentile replaced np.percentile in every KPI view; stored
+    # observations must not change by a single bit.
+    import numpy as np
+
+    from forge.gym.kpis import percentile
+    rng = np.random.default_rng(3)
+    for _ in range(2000):
+        vals = (rng.lognormal(0.0, 2.0, int(rng.integers(1, 40)))).tolist()
+        p = float(rng.choice([0.0, 5.0, 50.0, 95.0, 100.0, rng.uniform(0, 100)]))
+        assert percentile(vals, p) == float(np.percentile(np.asarray(vals), p))
+    assert percentile([], 5) is None
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+def test_a_change_is_validated_where_it_changed_and_scenario_wide():
+    from forge.gym.handlers import ToolError, _rebuild
+    scn = env().scenario
+    cells = list(scn.cells)
+    cells[0] = cells[0].model_copy(update={"tx_power_dbm": 99.0})  # model_copy does not check
+    with pytest.raises(ToolError, match="less than or equal to 46"):
+        _rebuild(scn, cells=cells)
+    off = [c.model_copy(update={"active": False}) for c in scn.cells]
+    with pytest.raises(ToolError, match="at least one cell must be active"):
+        _rebuild(scn, cells=off)
+    ues = list(scn.ues)
+    ues[1] = ues[1].model_copy(update={"qci": 5})
+    new = _rebuild(scn, ues=ues)
+    assert new.ues[1].qci == 5 and new.ues[0] is scn.ues[0]
+    assert new.scenario_id != scn.scenario_id
+    again = Scenario.model_validate(new.model_dump())
+    assert again.model_dump() == new.model_dump() and again.scenario_id == new.scenario_id

@@ -217,12 +217,13 @@ class ExperimentModel:
 
     def _assemble(self, scn: Scenario, ph: Physics, x: np.ndarray, y: np.ndarray
                   ) -> ScenarioPrediction:
-        mean = y.mean(0)
-        spread = y.std(0)
+        # Python floats from here on: indexing numpy scalars UE by UE cost more than the math.
+        mean = y.mean(0).tolist()
+        spread = y.std(0).tolist()
         ues, unc = [], []
         for i, u in enumerate(scn.ues):
-            dl_ratio = min(math.exp(mean[i, 0]) * max(ph.dl_share[i], 1e-3), 1.0)
-            ul_ratio = min(math.exp(mean[i, 1]) * max(ph.ul_share[i], 1e-3), 1.0)
+            dl_ratio = min(math.exp(mean[i][0]) * max(ph.dl_share[i], 1e-3), 1.0)
+            ul_ratio = min(math.exp(mean[i][1]) * max(ph.ul_share[i], 1e-3), 1.0)
             has_ul = u.ul_rate_mbps > 0
             ues.append({
                 "ue": i,
@@ -231,19 +232,19 @@ class ExperimentModel:
                 "ul_offered_mbps": u.ul_rate_mbps,
                 "dl_throughput_mbps": u.dl_rate_mbps * dl_ratio,
                 "ul_throughput_mbps": u.ul_rate_mbps * ul_ratio if has_ul else 0.0,
-                "delay_ms": float(ph.path_ms[i] + math.exp(mean[i, 2])),
-                "ul_delay_ms": float(ph.path_ms[i] + math.exp(mean[i, 3])) if has_ul else None,
-                "loss_ratio": float(np.clip(mean[i, 4], 0.0, 1.0)),
-                "ul_loss_ratio": float(np.clip(mean[i, 5], 0.0, 1.0)) if has_ul else None,
-                "rsrp_dbm": float(ph.rsrp_dbm[i] + mean[i, 6]),
-                "sinr_db": float(ph.sinr_db[i] + mean[i, 7]),
-                "handovers": max(math.expm1(mean[i, 8]), 0.0),
+                "delay_ms": float(ph.path_ms[i] + math.exp(mean[i][2])),
+                "ul_delay_ms": float(ph.path_ms[i] + math.exp(mean[i][3])) if has_ul else None,
+                "loss_ratio": min(max(mean[i][4], 0.0), 1.0),
+                "ul_loss_ratio": min(max(mean[i][5], 0.0), 1.0) if has_ul else None,
+                "rsrp_dbm": float(ph.rsrp_dbm[i] + mean[i][6]),
+                "sinr_db": float(ph.sinr_db[i] + mean[i][7]),
+                "handovers": max(math.expm1(mean[i][8]), 0.0),
             })
             # Log-space spread is a relative error: of the throughput, and of the radio part of
             # the delay (scaled to the whole delay, since the path part is known exactly).
-            ran = math.exp(mean[i, 2])
-            unc.append({"dl_throughput_rel": float(spread[i, 0]),
-                        "delay_rel": float(spread[i, 2] * ran / (ran + ph.path_ms[i]))})
+            ran = math.exp(mean[i][2])
+            unc.append({"dl_throughput_rel": float(spread[i][0]),
+                        "delay_rel": float(spread[i][2] * ran / (ran + ph.path_ms[i]))})
         issues = self.domain_issues(scn, x)
         return ScenarioPrediction(ues=ues, cells=cell_aggregates(scn, ues), uncertainty=unc,
                                   in_domain=not issues, domain_issues=issues, physics=ph)

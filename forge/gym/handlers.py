@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from forge.db import ForgeError
 from forge.experiment_model import physics
 from forge.gym import kpis as K
-from forge.scenario import GBR_QCIS, Scenario
+from forge.scenario import GBR_QCIS, CellConfig, Scenario, UeConfig
 
 if TYPE_CHECKING:
     from forge.gym.env import NetworkEnv
@@ -60,17 +61,44 @@ def _ue(scn: Scenario, args: dict[str, Any], key: str = "ue") -> int:
 
 def _rebuild(scn: Scenario, cells: list[Any] | None = None, ues: list[Any] | None = None
              ) -> Scenario:
-    """Validated copy (model_copy does not validate; the Scenario's invariants must hold)."""
-    data = scn.model_dump()
-    if cells is not None:
-        data["cells"] = [c.model_dump() for c in cells]
-    if ues is not None:
-        data["ues"] = [u.model_dump() for u in ues]
+    """Validated copy (model_copy does not validate; the Scenario's invariants must hold).
+
+    Only the entries a handler replaced are validated again, then the scenario-wide checks:
+    the others are the scenario's own objects, already valid. Dumping and re-validating the
+    whole scenario cost ~0.8 ms per configure call, about 5 % of a synthesis run.
+    """
+    upd: dict[str, Any] = {}
+    for name, new, old, cls in (("cells", cells, scn.cells, CellConfig),
+                                ("ues", ues, scn.ues, UeConfig)):
+        if new is None:
+            continue
+        if len(new) != len(old):
+            # No handler adds or removes entries; if one does, validate it all.
+            try:
+                return Scenario.model_validate({**scn.model_dump(),
+                                                name: [x.model_dump() for x in new]})
+            except ValidationError as e:
+                raise _invalid(e) from e
+        upd[name] = []
+        for i, (x, o) in enumerate(zip(new, old, strict=True)):
+            try:
+                upd[name].append(x if x is o else cls.model_validate(x.model_dump()))
+            except ValidationError as e:
+                raise _invalid(e, f"{name}.{i}.") from e
+    out = scn.model_copy(update=upd)
     try:
-        return Scenario.model_validate(data)
+        out.check_consistent()
     except ValueError as e:
-        raise ToolError("invalid_state", f"the change would make the network invalid: "
-                        f"{str(e).splitlines()[-1].strip()}") from e
+        raise ToolError("invalid_state", f"the change would make the network invalid: {e}"
+                        ) from e
+    return out
+
+
+def _invalid(e: ValidationError, prefix: str = "") -> ToolError:
+    err = e.errors()[0]
+    where = prefix + ".".join(str(x) for x in err["loc"])
+    return ToolError("invalid_state", f"the change would make the network invalid: "
+                     f"{where}: {err['msg']}")
 
 
 def _set_cell(scn: Scenario, c: int, **upd: Any) -> tuple[Scenario, list[dict[str, Any]]]:

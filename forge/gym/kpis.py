@@ -24,6 +24,7 @@ same calls sees the same numbers.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,7 +80,8 @@ QCI_METRICS = ("n_ues", "sla_violations", "mean_delay_ms", "dl_throughput_mbps",
 
 
 def cqi_of(sinr_db: float) -> int:
-    return sum(1 for t in CQI_SINR_DB if sinr_db >= t)
+    """The CQI whose SINR threshold `sinr_db` reaches (0: none). CQI_SINR_DB is ascending."""
+    return bisect.bisect_right(CQI_SINR_DB, sinr_db)
 
 
 def efficiency_of(cqi: int) -> float:
@@ -94,9 +96,29 @@ def cell_power_w(active: bool, tx_power_dbm: float, load: float) -> float:
 
 
 def percentile(values: list[float], p: float) -> float | None:
+    """`np.percentile(values, p)` (linear method), bit for bit, in plain Python.
+
+    Every KPI view computes one (the 5th percentile of UE throughput) over ~20 values, where
+    numpy's per-call overhead made it 5 % of a synthesis run. The arithmetic follows numpy's
+    (index (n-1)*p/100, and its two-sided lerp) so stored observations do not change.
+    """
     if not values:
         return None
-    return float(np.percentile(np.asarray(values, dtype=float), p))
+    if not 0.0 <= p <= 100.0:
+        raise ValueError(f"percentile {p} is outside 0-100")
+    xs = sorted(float(v) for v in values)
+    if any(math.isnan(x) for x in xs):
+        return math.nan
+    n = len(xs)
+    vi = (n - 1) * (p / 100.0)
+    if vi >= n - 1:
+        return xs[-1]
+    lo = math.floor(vi)
+    g = vi - lo
+    a, b = xs[lo], xs[lo + 1]
+    d = b - a
+    # numpy interpolates from the nearer end, which changes the last bit of some results.
+    return b - d * (1.0 - g) if g >= 0.5 else a + d * g
 
 
 @dataclass
