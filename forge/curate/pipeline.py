@@ -41,6 +41,7 @@ from forge.curate.stages import (
     semantic_stage,
     verified_stage,
 )
+from forge.progress import Milestones
 
 PIPELINE_VERSION = 2  # bump when a stage's semantics change: invalidates caches and set hashes
 
@@ -87,15 +88,13 @@ class _Display:
         if not self.console.is_terminal:
             # A live bar renders nothing into a log file, where the MiniLM embedding of a 60k
             # pool ran for 17 silent minutes: print a line every tenth instead.
-            t0, step = time.time(), max(total // 10, 1)
-            state = {"done": 0, "next": step}
+            marks, state = Milestones(total), {"done": 0}
 
             def advance(n: int) -> None:
                 state["done"] += n
-                if state["done"] >= state["next"] or state["done"] >= total:
+                if marks.due(state["done"]):
                     self.console.print(f"  {label}: {state['done']:,} of {total:,} "
-                                       f"({time.time() - t0:.0f} s)")
-                    state["next"] = (state["done"] // step + 1) * step
+                                       f"({marks.elapsed():.0f} s)")
             return advance, (lambda: None)
         from rich.progress import Progress
 

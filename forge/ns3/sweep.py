@@ -26,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from forge import db as fdb
 from forge.ns3.grid import split_of
+from forge.progress import Milestones
 from forge.scenario import Scenario
 
 UE_COLUMNS = (
@@ -224,6 +225,9 @@ def run_sweep(
         TextColumn("{task.fields[status]}"), disable=not show_progress,
     ) as progress:
         task = progress.add_task("sweep", total=n_todo, status="")
+        # Into a log file the live bar renders nothing: print a line every twentieth instead.
+        log_lines = show_progress and not progress.console.is_terminal
+        marks = Milestones(n_todo, parts=20)
 
         def slot(k: int) -> None:
             w = _Worker(ctx, f"{tmp}/w{k}")
@@ -242,9 +246,12 @@ def run_sweep(
                         setattr(rep, status, getattr(rep, status) + 1)
                         if status != "ok":
                             rep.errors.append(f"{s.scenario_id}: {str(res)[:200]}")
-                        progress.update(task, advance=1,
-                                        status=f"ok={rep.ok} failed={rep.failed} "
-                                               f"timeout={rep.timeout}")
+                        status = f"ok={rep.ok} failed={rep.failed} timeout={rep.timeout}"
+                        progress.update(task, advance=1, status=status)
+                        n_done = rep.ok + rep.failed + rep.timeout
+                        if log_lines and marks.due(n_done):
+                            progress.console.print(f"ns-3 sweep: {n_done} of {n_todo} runs "
+                                                   f"({status}), {marks.elapsed():.0f} s")
             finally:
                 w.stop()
 
