@@ -16,6 +16,7 @@ from forge.ns3.pairs import (
     PairError,
     hotspot_grid,
     hotspot_scenario,
+    pair_split,
     paired_grid,
     store_pairs,
 )
@@ -100,8 +101,68 @@ def test_effects_of_a_predictor_against_itself_are_perfect(con, monkeypatch):
     assert HOTSPOT_SPLIT not in {p.split for p in loaded}
 
 
+def test_effect_figures_go_into_the_report_of_their_model(con, monkeypatch, tmp_path):
+    import json
+
+    import forge.ns3.simulate as sim
+    from forge.db import ForgeError
+    from forge.experiment_model.effects import effects_section, merge_into_report
+
+    monkeypatch.setattr(sim, "ns3_version", lambda: VERSION)
+    truth = ClosedFormModel()
+    pairs = paired_grid(6, changes=2, seed=5) + hotspot_grid(3, changes=1, seed=5)
+    store_pairs(con, pairs, VERSION)
+    for p in pairs:
+        for s in (p.base, p.changed):
+            if not con.execute("SELECT 1 FROM ns3_runs WHERE run_id = ?",
+                               [run_id(s, VERSION)]).fetchone():
+                _plant(con, s, truth)
+    sec = effects_section(con, truth, "all")
+    assert sec["grid_pairs"]["n_pairs"] == 12 and sec["hotspot_pairs"]["n_pairs"] == 3
+    assert sec["hotspot_absolute"]["model"]["dl_throughput_mbps"]["median_ape"] == 0.0
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"model_hash": truth.model_hash, "summary": {"x": 1}}))
+    merge_into_report(report, sec)
+    rep = json.loads(report.read_text())
+    assert rep["effects"]["grid_pairs"]["model"]["delay_ms"]["by_tool"]
+    head = rep["summary"]["effects"]
+    assert head["grid_pairs"]["dl_sign_agreement_gt20"] in (1.0, None) and rep["summary"]["x"] == 1
+    assert head["hotspot_dl_spearman"] == pytest.approx(1.0)
+    report.write_text(json.dumps({"model_hash": "another-model"}))
+    with pytest.raises(ForgeError, match="--model-dir"):
+        merge_into_report(report, sec)
+
+
 def test_no_pairs_table_says_how_to_make_pairs(con):
     from forge.db import ForgeError
 
     with pytest.raises(ForgeError, match=r"forge\.ns3\.pairs"):
         load_pairs(con, "all")
+
+
+def test_calibrate_reports_effects_when_the_store_has_pairs(con, monkeypatch, tmp_path):
+    import json
+
+    import forge.ns3.simulate as sim
+    from forge.experiment_model.calibrate import CalibrateConfig, calibrate
+
+    monkeypatch.setattr(sim, "ns3_version", lambda: VERSION)
+    truth = ClosedFormModel()
+    pairs = paired_grid(16, changes=1, seed=7) + hotspot_grid(2, changes=1, seed=7)
+    assert {pair_split(p) for p in pairs} >= {"calibration", "heldout"}
+    store_pairs(con, pairs, VERSION)
+    for p in pairs:
+        for s in (p.base, p.changed):
+            if not con.execute("SELECT 1 FROM ns3_runs WHERE run_id = ?",
+                               [run_id(s, VERSION)]).fetchone():
+                _plant(con, s, truth)
+    cfg = CalibrateConfig(out_dir=tmp_path, epochs=1, ensemble=1, hidden=16, layers=2)
+    calibrate(con, cfg, show_progress=False)
+    rep = json.loads((tmp_path / "report.json").read_text())
+    eff = rep["effects"]
+    assert eff["split"] == "heldout" and eff["model_hash"] == rep["model_hash"]
+    assert eff["grid_pairs"]["n_pairs"] == sum(pair_split(p) == "heldout" for p in pairs
+                                               if p.grid == "pairs")
+    assert eff["hotspot_pairs"]["n_pairs"] == 2
+    assert set(rep["summary"]["effects"]) >= {"grid_pairs", "hotspot_pairs",
+                                              "hotspot_dl_spearman"}

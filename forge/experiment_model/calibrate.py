@@ -119,13 +119,21 @@ def _matrix(runs: list[RunData]
             np.concatenate(cong))
 
 
+def has_pairs(con: duckdb.DuckDBPyConnection) -> bool:
+    """The store has an `ns3_pairs` table with at least one row (forge.ns3.pairs)."""
+    have = con.execute("SELECT count(*) FROM information_schema.tables "
+                       "WHERE table_name = 'ns3_pairs'").fetchone()
+    if not have or not have[0]:
+        return False
+    n = con.execute("SELECT count(*) FROM ns3_pairs").fetchone()
+    return bool(n and n[0])
+
+
 def calibration_pairs(con: duckdb.DuckDBPyConnection, runs: list[RunData]
                       ) -> list[tuple[int, int]]:
     """(base, changed) indices into `runs` of the store's pairs whose two runs are both there
     (none when the store has no `ns3_pairs` table)."""
-    have = con.execute("SELECT count(*) FROM information_schema.tables "
-                       "WHERE table_name = 'ns3_pairs'").fetchone()
-    if not have or not have[0]:
+    if not has_pairs(con):
         return []
     pos = {r.run_id: k for k, r in enumerate(runs)}
     out = []
@@ -455,6 +463,16 @@ def calibrate(con: duckdb.DuckDBPyConnection, cfg: CalibrateConfig, show_progres
             report["baseline_offered_load"]["dl_throughput_mbps"]["congested"]["median_ape"],
         "n_runs": report["n_runs"],
     }
+    if has_pairs(con):
+        # Effect fidelity on held-out pairs and the second distribution, when the store has
+        # paired runs (forge.ns3.pairs); the shipped corpus's report says how it was made.
+        from forge.experiment_model.effects import effects_section, effects_summary
+
+        try:
+            report["effects"] = effects_section(con, model, "heldout")
+            report["summary"]["effects"] = effects_summary(report["effects"])
+        except ForgeError as e:
+            report["effects"] = {"error": str(e)}
     (cfg.out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     calibration_plot(held, p_held, cfg.out_dir / "calibration.png")
     return report

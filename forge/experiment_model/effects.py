@@ -43,6 +43,7 @@ from forge.experiment_model.calibrate import (
     baseline_offered,
     baseline_physics,
     evaluate,
+    has_pairs,
 )
 from forge.scenario import Scenario
 
@@ -65,11 +66,7 @@ class PairData:
 def load_pairs(con: duckdb.DuckDBPyConnection, split: str = "heldout",
                grid: str | None = None) -> list[PairData]:
     """Pairs whose two runs are both stored and ok. `split`: a split name or `all`."""
-    have = con.execute("SELECT count(*) FROM information_schema.tables "
-                       "WHERE table_name = 'ns3_pairs'").fetchone()
-    if have and have[0]:
-        have = con.execute("SELECT count(*) FROM ns3_pairs").fetchone()
-    if not have or not have[0]:
+    if not has_pairs(con):
         raise ForgeError("the store has no paired runs (table ns3_pairs): simulate some with "
                          "`python -m forge.ns3.pairs`")
     where, params = ["b.status = 'ok'", "c.status = 'ok'"], []
@@ -243,10 +240,60 @@ def print_absolute(rep: dict[str, Any], title: str) -> None:
           f"{_f(h['zero_baseline_mae'])} ({h['n_ues_with_handovers']} UEs with handovers)")
 
 
+def effects_section(con: duckdb.DuckDBPyConnection, model: Any, split: str = "heldout"
+                    ) -> dict[str, Any]:
+    """Effect and level figures of `model` on the store's pairs: grid pairs of `split` and every
+    pair of the second distribution (hotspot), each next to the closed-form physics prior.
+    Raises ForgeError when the store holds no complete pair."""
+    from forge.gym.closed_form import ClosedFormModel
+
+    grid_pairs = load_pairs(con, split, grid="pairs")
+    hot_pairs = load_pairs(con, "all", grid="hotspot")
+    if not grid_pairs and not hot_pairs:
+        raise ForgeError(f"no complete pair (both runs ok) in split {split!r}")
+    predictors = {"model": model, "physics_prior": ClosedFormModel()}
+    out: dict[str, Any] = {"model_hash": model.model_hash, "split": split}
+    if grid_pairs:
+        out["grid_pairs"] = effect_report(grid_pairs, predictors)
+        out["grid_absolute"] = absolute_report(runs_of(grid_pairs), model)
+    if hot_pairs:
+        out["hotspot_pairs"] = effect_report(hot_pairs, predictors)
+        out["hotspot_absolute"] = absolute_report(runs_of(hot_pairs), model)
+    return out
+
+
+def effects_summary(sec: dict[str, Any]) -> dict[str, Any]:
+    """The headline effect figures (issue 11's targets) of an `effects_section`."""
+    out: dict[str, Any] = {}
+    for name in ("grid_pairs", "hotspot_pairs"):
+        if name in sec:
+            m = sec[name]["model"]["dl_throughput_mbps"]["overall"]
+            out[name] = {"n_pairs": sec[name]["n_pairs"],
+                         "dl_sign_agreement_gt20": m["sign_agreement_gt20"],
+                         "dl_spearman_delta": m["spearman_delta"]}
+    if "hotspot_absolute" in sec:
+        d = sec["hotspot_absolute"]["model"]["dl_throughput_mbps"]
+        out["hotspot_dl_congested_median_ape"] = d["congested"]["median_ape"]
+        out["hotspot_dl_spearman"] = d["spearman"]
+    return out
+
+
+def merge_into_report(path: Path, sec: dict[str, Any]) -> None:
+    """Write `sec` into a model's report.json (under "effects", its headline figures under
+    summary.effects); refuses a report of another model."""
+    rep = json.loads(path.read_text())
+    if rep.get("model_hash") != sec["model_hash"]:
+        raise ForgeError(f"{path} reports model {str(rep.get('model_hash'))[:12]}, the figures "
+                         f"are of model {sec['model_hash'][:12]}: pass that model's directory "
+                         "(--model-dir)")
+    rep["effects"] = sec
+    rep.setdefault("summary", {})["effects"] = effects_summary(sec)
+    path.write_text(json.dumps(rep, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     from forge import db as fdb
     from forge.experiment_model import ExperimentModel
-    from forge.gym.closed_form import ClosedFormModel
 
     ap = argparse.ArgumentParser(prog="python -m forge.experiment_model.effects",
                                  description=__doc__.split("\n")[0])
@@ -255,34 +302,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="heldout",
                     help="pairs of this split (calibration, heldout, hotspot_test) or all")
     ap.add_argument("--out", default="build/effects.json")
+    ap.add_argument("--into-report", default=None, metavar="REPORT_JSON",
+                    help="also write the figures into this model's report.json (key "
+                         "'effects'), e.g. corpora/experiment_model/report.json for the "
+                         "shipped model, which was trained on no pair (use --split all)")
     args = ap.parse_args(argv)
     try:
         model = ExperimentModel.load(args.model_dir)
         con = fdb.connect(args.db, read_only=True)
-        grid_pairs = load_pairs(con, args.split, grid="pairs")
-        hot_pairs = load_pairs(con, "all", grid="hotspot")
-    except (ForgeError, duckdb.Error) as e:
+        report = effects_section(con, model, args.split)
+        if args.into_report:
+            merge_into_report(Path(args.into_report), report)
+    except (ForgeError, duckdb.Error, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if not grid_pairs and not hot_pairs:
-        print(f"error: no complete pair (both runs ok) in split {args.split!r}", file=sys.stderr)
-        return 2
-    predictors = {"model": model, "physics_prior": ClosedFormModel()}
-    report: dict[str, Any] = {"model_hash": model.model_hash, "split": args.split}
-    if grid_pairs:
-        report["grid_pairs"] = effect_report(grid_pairs, predictors)
-        report["grid_absolute"] = absolute_report(runs_of(grid_pairs), model)
+    if "grid_pairs" in report:
         print_effects(report["grid_pairs"], f"effects on grid pairs (split {args.split})")
         print_absolute(report["grid_absolute"], "levels on the grid pairs' runs")
-    if hot_pairs:
-        report["hotspot_pairs"] = effect_report(hot_pairs, predictors)
-        report["hotspot_absolute"] = absolute_report(runs_of(hot_pairs), model)
+    if "hotspot_pairs" in report:
         print_effects(report["hotspot_pairs"], "effects on the second distribution (hotspot)")
         print_absolute(report["hotspot_absolute"], "levels on the second distribution (hotspot)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"\nfull report: {out}")
+    print(f"\nfull report: {out}" + (f"; written into {args.into_report}"
+                                     if args.into_report else ""))
     return 0
 
 
