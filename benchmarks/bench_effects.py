@@ -1,12 +1,12 @@
 """What the paired loss does: two models trained on the same store, without and with it.
 
     python benchmarks/bench_effects.py --pairs-db build/pairs.duckdb --db build/em_pairs.duckdb \\
-        [--weight 1.0] [--ensemble 3] [--epochs 35] [--out build/bench_effects]
+        [--weight 1.0 [3.0 ...]] [--ensemble 3] [--epochs 35] [--out build/bench_effects]
 
 1. `--db` gets the shipped NS-3 corpus and every run and pair of `--pairs-db`
    (forge.ns3.pairs), so calibration pairs join the calibration runs (split by base seed).
-2. Two models are calibrated on it into `--out/w0` and `--out/w<weight>` (never into
-   corpora/): the same configuration, paired_weight 0 and `--weight`.
+2. Models are calibrated on it into `--out/w0` and `--out/w<weight>` (never into
+   corpora/): the same configuration, paired_weight 0 and each `--weight`.
 3. Each model (and the shipped one) is evaluated with forge.experiment_model.effects on the
    held-out grid pairs and on the second (hotspot) distribution, which no model trains on.
 """
@@ -43,29 +43,21 @@ def build_store(db: str, pairs_db: str) -> dict[str, int]:
 
 
 def evaluate_dir(model_dir: str | None, pairs_db: str) -> dict[str, Any]:
+    """The shipped model's effect figures (the trained ones come from calibrate's report)."""
     from forge import db as fdb
     from forge.experiment_model import ExperimentModel
-    from forge.experiment_model.effects import absolute_report, effect_report, load_pairs, runs_of
-    from forge.gym.closed_form import ClosedFormModel
+    from forge.experiment_model.effects import effects_section
 
-    model = ExperimentModel.load(model_dir)
     con = fdb.connect(pairs_db, read_only=True)
-    held = load_pairs(con, "heldout", grid="pairs")
-    hot = load_pairs(con, "all", grid="hotspot")
-    con.close()
-    preds = {"model": model, "physics_prior": ClosedFormModel()}
-    out: dict[str, Any] = {"model_hash": model.model_hash}
-    if held:
-        out["heldout_pairs"] = effect_report(held, preds)
-    if hot:
-        out["hotspot_pairs"] = effect_report(hot, preds)
-        out["hotspot_absolute"] = absolute_report(runs_of(hot), model)
-    return out
+    try:
+        return effects_section(con, ExperimentModel.load(model_dir), "heldout")
+    finally:
+        con.close()
 
 
 def _row(name: str, rep: dict[str, Any]) -> str:
     cells = []
-    for part in ("heldout_pairs", "hotspot_pairs"):
+    for part in ("grid_pairs", "hotspot_pairs"):
         r = rep.get(part)
         if r is None:
             cells.append(" " * 30)
@@ -85,7 +77,8 @@ def main() -> int:
                                  formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--pairs-db", required=True)
     ap.add_argument("--db", default="build/em_pairs.duckdb")
-    ap.add_argument("--weight", type=float, default=1.0)
+    ap.add_argument("--weight", type=float, nargs="+", default=[1.0],
+                    help="paired-loss weights to train beside weight 0")
     ap.add_argument("--ensemble", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=35)
     ap.add_argument("--out", default="build/bench_effects")
@@ -95,7 +88,7 @@ def main() -> int:
 
     print("store:", build_store(args.db, args.pairs_db), flush=True)
     reports: dict[str, Any] = {"shipped": evaluate_dir(None, args.pairs_db)}
-    for w in (0.0, args.weight):
+    for w in (0.0, *args.weight):
         out = Path(args.out) / f"w{w:g}"
         cfg = CalibrateConfig(out_dir=out, ensemble=args.ensemble, epochs=args.epochs,
                               paired_weight=w)
@@ -106,8 +99,9 @@ def main() -> int:
         print(f"paired_weight {w:g}: held-out grid DL Spearman {s['heldout_dl_spearman']:.3f}, "
               f"median APE {s['heldout_dl_median_ape']:.3f}, congested "
               f"{s['heldout_dl_congested_median_ape']:.3f}", flush=True)
-        reports[f"paired_weight_{w:g}"] = evaluate_dir(str(out), args.pairs_db) | {
-            "calibrate_summary": s}
+        # calibrate reports effects itself (held-out grid pairs, hotspot pairs): the store
+        # holds the pairs.
+        reports[f"paired_weight_{w:g}"] = rep["effects"] | {"calibrate_summary": s}
     print(f"\n{'':<16}{'held-out grid pairs':<36}{'hotspot pairs':<36}hotspot levels (DL)")
     print(f"{'model':<16}" + f"{'n':>4} {'sign>20%':>8} {'spearman':>8}      " * 2
           + f"{'APE':>8} {'cong.':>8} {'spearman':>8}")

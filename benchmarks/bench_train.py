@@ -68,6 +68,8 @@ def main() -> None:
                     help="train SFT only on samples of these difficulties (e.g. L1)")
     ap.add_argument("--sft-kinds", default="",
                     help="train SFT only on samples of these kinds (qa, action)")
+    ap.add_argument("--sft-copy-drills", type=float, default=0.0,
+                    help="copy drills per train sample (SFTRunConfig.copy_drills)")
     ap.add_argument("--rl-steps", type=int, default=24)
     ap.add_argument("--rl-levels", default="L1")
     ap.add_argument("--rl-lr", type=float, default=2e-5)
@@ -90,7 +92,7 @@ def main() -> None:
             data=a.data, out=str(out / "sft"), model=a.preset, max_steps=a.sft_steps,
             batch_size=a.batch_size, lr=a.lr, max_length=a.max_length, eval_steps=200,
             levels=a.sft_levels, kinds=a.sft_kinds, max_eval_samples=128,
-            time_budget_s=a.sft_budget_s, threads=a.threads))
+            time_budget_s=a.sft_budget_s, threads=a.threads, copy_drills=a.sft_copy_drills))
         res["sft"] = {k: v for k, v in sft.items() if k != "history"}
     res["sft_wall_s"] = round(time.perf_counter() - t0, 1)
     sft_ckpt = out / "sft" / "checkpoint"

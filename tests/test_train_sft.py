@@ -428,3 +428,41 @@ def test_levels_select_the_samples_of_those_difficulties(export: Path, tmp_path:
                              zip(train["difficulty"], train["kind"], strict=True))
     with pytest.raises(ForgeError, match="--kinds 'answers'"):
         run_sft(_cfg(export, tmp_path / "o", kinds="answers"))
+
+
+def test_copy_drills_quote_the_observation_verbatim(rows: list[list[dict[str, Any]]],
+                                                     tok: Any) -> None:
+    import re
+
+    from forge.train.drills import copy_drills, quotable_fields
+
+    drills = copy_drills(rows, 40, seed=3)
+    assert len(drills) == 40
+    codec = ChatCodec(tok, compact=True, short_system=True)
+    for d in drills:
+        assert [m["role"] for m in d] == ["system", "user", "tool", "assistant"]
+        seen = compact_content("tool", d[2]["content"])
+        quotes = re.findall(r'Observed ("[A-Za-z_0-9]+":-?[\d.]+)\.', d[3]["content"])
+        asked = re.findall(r'"([A-Za-z_0-9]+)"', d[1]["content"])
+        assert quotes and len(quotes) == len(asked)
+        for q, key in zip(quotes, asked, strict=True):
+            assert q.startswith(f'"{key}":')
+            # verbatim in what the model reads, and the key only once there: unambiguous
+            assert seen.count(f'"{key}":') == 1 and q in seen
+        # loss on the quote only: the observation and the request carry none
+        ids, mask = codec.encode(d)
+        trained = tok.decode([i for i, m in zip(ids, mask, strict=True) if m])
+        assert "Observed" in trained and "Quote" not in trained and "ok" not in trained
+    # a key that occurs twice (two UEs' rows) is never quoted
+    twice = '<ans>{"ok":true,"tool":"x","result":{"a":{"v":1.5},"b":{"v":2.5},"w":3}}</ans>'
+    assert quotable_fields(twice) == [("w", "3")]
+    assert copy_drills([[{"role": "user", "content": "hi"}]], 5) == []
+
+
+def test_copy_drills_join_the_train_split_only(export: Path, tmp_path: Path) -> None:
+    plain = run_sft(_cfg(export, tmp_path / "a", max_steps=2), log=lambda *_: None)
+    drilled = run_sft(_cfg(export, tmp_path / "b", max_steps=2, copy_drills=0.5),
+                      log=lambda *_: None)
+    assert plain["copy_drills"] == 0 and drilled["copy_drills"] > 0
+    assert drilled["train_samples"] == plain["train_samples"] + drilled["copy_drills"]
+    assert drilled["eval_samples"] == plain["eval_samples"]

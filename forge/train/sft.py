@@ -92,6 +92,12 @@ class SFTRunConfig:
     kinds: str = field(default="", metadata={
         "help": "Train (and hold out) only samples of these kinds, comma-separated (qa, "
                 "action), from the export's kind column; empty = both."})
+    copy_drills: float = field(default=0.0, metadata={
+        "help": "Copy drills per train sample (0 = none; 1.0 adds as many drills as there are "
+                "train samples): conversations built from the train split's own observations "
+                "whose answer quotes named fields verbatim, to teach a small model to carry a "
+                "value from an observation into its answer (forge.train.drills). Never added "
+                "to the held-out split."})
     max_train_samples: int = field(default=0, metadata={
         "help": "Use at most this many train samples (0 = all)."})
     max_eval_samples: int = field(default=128, metadata={
@@ -416,9 +422,19 @@ def _train(cfg: SFTRunConfig, dd: Any, t_all: float, log: Any) -> dict[str, Any]
     if cfg.max_train_samples:
         train_src = train_src.shuffle(seed=cfg.seed).select(
             range(min(cfg.max_train_samples, len(train_src))))
-    model, tok, meta = resolve_model(cfg.model, train_src["messages"], cfg)
+    drills: list[list[dict[str, Any]]] = []
+    if cfg.copy_drills > 0:
+        from forge.train.drills import copy_drills
+
+        drills = copy_drills(train_src["messages"], round(cfg.copy_drills * len(train_src)),
+                             seed=cfg.seed)
+    model, tok, meta = resolve_model(cfg.model, [*train_src["messages"], *drills], cfg)
     codec = ChatCodec(tok, compact=cfg.compact, short_system=short_system(cfg))
     train_rows = tokenize_split(train_src, codec)
+    for k, (ids, mask) in enumerate(codec.encode_many(drills)):
+        train_rows["input_ids"].append(ids)
+        train_rows["assistant_masks"].append(mask)
+        train_rows["traj_id"].append(f"copy-drill-{k}")
     eval_rows = tokenize_split(eval_src.shuffle(seed=cfg.seed), codec,
                                cfg.max_eval_samples)
     lens = [len(x) for x in train_rows["input_ids"]]
@@ -445,7 +461,8 @@ def _train(cfg: SFTRunConfig, dd: Any, t_all: float, log: Any) -> dict[str, Any]
     train_ds = Dataset.from_dict(train_rows)
     eval_ds = Dataset.from_dict(eval_rows)
     log(f"sft: model {meta['base']} ({n_params(model) / 1e6:.2f}M params, vocab {len(tok)}), "
-        f"{len(train_ds)} train / {len(eval_ds)} held-out samples "
+        f"{len(train_ds)} train ({len(drills)} of them copy drills) / {len(eval_ds)} held-out "
+        f"samples "
         f"(dropped over {cfg.max_length} tokens: {dropped}), tokens/sample {stats['compact']}")
 
     out = Path(cfg.out)
@@ -482,6 +499,7 @@ def _train(cfg: SFTRunConfig, dd: Any, t_all: float, log: Any) -> dict[str, Any]
     metrics: dict[str, Any] = {
         "config": asdict(cfg), "model": meta, "n_params": n_params(model),
         "vocab_size": len(tok), "train_samples": len(train_ds), "eval_samples": len(eval_ds),
+        "copy_drills": len(drills),
         "dropped_overlong": dropped, "tokens_per_sample": stats,
         "steps": trainer.state.global_step, "epochs_done": round(trainer.state.epoch or 0, 3),
         "train_loss_first": train_losses[0] if train_losses else None,
