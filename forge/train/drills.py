@@ -55,9 +55,9 @@ def copy_drills(conversations: Sequence[Sequence[dict[str, Any]]], n: int, seed:
     they hold no quotable observation)."""
     rng = random.Random(seed)
     pool: list[tuple[dict[str, Any] | None, str, list[tuple[str, str]]]] = []
-    for msgs in conversations:
-        system = next((dict(m) for m in msgs if m.get("role") == "system"), None)
-        for m in msgs:
+    for conv in conversations:
+        system = next((dict(m) for m in conv if m.get("role") == "system"), None)
+        for m in conv:
             if m.get("role") == "tool":
                 fields = quotable_fields(m.get("content") or "")
                 if fields:

@@ -431,10 +431,10 @@ def _train(cfg: SFTRunConfig, dd: Any, t_all: float, log: Any) -> dict[str, Any]
     model, tok, meta = resolve_model(cfg.model, [*train_src["messages"], *drills], cfg)
     codec = ChatCodec(tok, compact=cfg.compact, short_system=short_system(cfg))
     train_rows = tokenize_split(train_src, codec)
-    for k, (ids, mask) in enumerate(codec.encode_many(drills)):
+    for j, (ids, mask) in enumerate(codec.encode_many(drills)):
         train_rows["input_ids"].append(ids)
         train_rows["assistant_masks"].append(mask)
-        train_rows["traj_id"].append(f"copy-drill-{k}")
+        train_rows["traj_id"].append(f"copy-drill-{j}")
     eval_rows = tokenize_split(eval_src.shuffle(seed=cfg.seed), codec,
                                cfg.max_eval_samples)
     lens = [len(x) for x in train_rows["input_ids"]]
