@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import spearmanr
 
 from forge.experiment_model.effects import effect_metrics, effect_report, load_pairs
 from forge.gym.closed_form import ClosedFormModel
@@ -67,6 +68,10 @@ def test_effect_metrics_count_signs_and_ranks():
     assert m["n_moved_gt20"] == 3 and m["sign_agreement_gt20"] == pytest.approx(2 / 3)
     perfect = effect_metrics(tb, ta, pb, ta, 1e-3)
     assert perfect["sign_agreement_gt5"] == 1.0 and perfect["spearman_delta"] == pytest.approx(1.0)
+    # ranks over the moved UEs only (0, 1, 3, 4): predicted +0.5, -0.1, -0.1, 0 against true
+    assert m["spearman_delta_moved_gt5"] == pytest.approx(
+        float(spearmanr(pa[[0, 1, 3, 4]] - 1, ta[[0, 1, 3, 4]] - 1).statistic))
+    assert perfect["spearman_delta_moved_gt5"] == pytest.approx(1.0)
 
 
 def _plant(con, scn, predictor):
