@@ -76,7 +76,8 @@ def test_domain_check_flags_far_away_configurations(em):
 
 def test_uncertainty_is_reported(em):
     p = em.predict_one(sample_grid(1, seed=5)[0])
-    assert all(u["dl_throughput_rel"] >= 0 and u["delay_rel"] >= 0 for u in p.uncertainty)
+    assert all(u["dl_throughput_rel"] >= 0 and u["delay_rel"] >= 0 and u["loss_abs"] >= 0
+               for u in p.uncertainty)
     assert p.max_uncertainty() > 0  # members disagree at least a little
 
 

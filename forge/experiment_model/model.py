@@ -59,7 +59,7 @@ class ScenarioPrediction:
     ues: one dict per UE with `ue`, the offered rates and every key of KPIS.
     cells: per-cell aggregates (forge.ns3.sweep.cell_aggregates), same shape as ns3_cell_kpis.
     uncertainty: per UE, the ensemble's spread: `dl_throughput_rel` and `delay_rel` are relative
-        standard deviations (0.1 = 10 %).
+        standard deviations (0.1 = 10 %), `loss_abs` the absolute one of the loss ratio.
     in_domain / domain_issues: whether the scenario lies where the model was calibrated.
     physics: the closed-form quantities the prediction was built on (serving cell, RSRP from
         every cell, capacities...), so that callers need not recompute them.
@@ -73,7 +73,9 @@ class ScenarioPrediction:
     physics: Physics | None = None
 
     def max_uncertainty(self) -> float:
-        return max((max(u.values()) for u in self.uncertainty), default=0.0)
+        """The largest relative spread (throughput or delay) of any UE."""
+        return max((max(u.get("dl_throughput_rel", 0.0), u.get("delay_rel", 0.0))
+                    for u in self.uncertainty), default=0.0)
 
 
 class _Net(nn.Module):
@@ -244,7 +246,9 @@ class ExperimentModel:
             # the delay (scaled to the whole delay, since the path part is known exactly).
             ran = math.exp(mean[i][2])
             unc.append({"dl_throughput_rel": float(spread[i][0]),
-                        "delay_rel": float(spread[i][2] * ran / (ran + ph.path_ms[i]))})
+                        "delay_rel": float(spread[i][2] * ran / (ran + ph.path_ms[i])),
+                        # The loss target is the ratio itself: its spread is absolute.
+                        "loss_abs": float(spread[i][4])})
         issues = self.domain_issues(scn, x)
         return ScenarioPrediction(ues=ues, cells=cell_aggregates(scn, ues), uncertainty=unc,
                                   in_domain=not issues, domain_issues=issues, physics=ph)
