@@ -44,22 +44,32 @@ def run_id(scn: Scenario, ns3_version: str) -> str:
 
 # --- worker process -----------------------------------------------------------------------------
 def _worker_main(conn: Connection, workroot: str) -> None:
+    import signal
+
     from forge.ns3.simulate import _load_ns, simulate
 
-    _load_ns()
-    conn.send(("ready", None))
-    k = 0
-    while True:
-        msg = conn.recv()
-        if msg is None:
-            return
-        k += 1
-        try:
-            scn = Scenario.model_validate_json(msg)
-            res = simulate(scn, Path(workroot) / f"run{k}")
-            conn.send(("ok", res))
-        except Exception as e:  # the scenario failed; the worker itself is fine
-            conn.send(("failed", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"))
+    # Ctrl-C reaches the whole process group: the parent stops the sweep and its workers; a
+    # worker that took the interrupt itself printed a traceback per worker into the user's
+    # terminal (and then another when its result found the parent gone).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _load_ns()
+        conn.send(("ready", None))
+        k = 0
+        while True:
+            msg = conn.recv()
+            if msg is None:
+                return
+            k += 1
+            try:
+                scn = Scenario.model_validate_json(msg)
+                res = simulate(scn, Path(workroot) / f"run{k}")
+                reply: tuple[str, Any] = ("ok", res)
+            except Exception as e:  # the scenario failed; the worker itself is fine
+                reply = ("failed", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
+            conn.send(reply)
+    except (BrokenPipeError, EOFError, ConnectionResetError):
+        return  # the parent is gone (stopped or killed): nothing to report to
 
 
 @dataclass
