@@ -86,12 +86,20 @@ def test_no_task_holds_before_any_action(ts: Any, em: Any) -> None:
     from forge.gym.goals import AnswerGoal, evaluate
 
     model = CachedModel(em)
+    loss_moved = []
     for t in ts.tasks:
         g = parse_goal(t.goal)
         if isinstance(g, AnswerGoal):
             continue
         r = evaluate(g, model.view(ts.scenario(t.scenario_id))[1])
-        assert r.certain and not r.holds, t.task_id
+        assert not r.holds, t.task_id
+        if not r.certain:
+            # v1 was built before the uncertainty band covered packet loss (docs/bench.md):
+            # only loss-driven SLA counts may have become uncertain, and only these six.
+            assert {c.metric for c in r.conditions if not c.certain} <= {
+                "sla_violations", "sla_ok", "loss_ratio", "mean_loss_ratio"}, t.task_id
+            loss_moved.append(t.task_id)
+    assert len(loss_moved) == 6, loss_moved
 
 
 def test_stratified_sample_covers_strata(ts: Any) -> None:
