@@ -81,18 +81,23 @@ def _plant(con, scn, predictor):
     store_run(con, scn, "ok", {"ues": ues, "wall_time_s": 0.1}, VERSION, split_of(scn.seed))
 
 
-def test_effects_of_a_predictor_against_itself_are_perfect(con, monkeypatch):
+def _store_planted(con, monkeypatch, pairs, truth):
+    """Store `pairs` and plant each of their runs as `truth`'s prediction; returns `pairs`."""
     import forge.ns3.simulate as sim
 
     monkeypatch.setattr(sim, "ns3_version", lambda: VERSION)
-    truth = ClosedFormModel()
-    pairs = paired_grid(10, changes=2, seed=3)
     store_pairs(con, pairs, VERSION)
     for p in pairs:
         for s in (p.base, p.changed):
             if not con.execute("SELECT 1 FROM ns3_runs WHERE run_id = ?",
                                [run_id(s, VERSION)]).fetchone():
                 _plant(con, s, truth)
+    return pairs
+
+
+def test_effects_of_a_predictor_against_itself_are_perfect(con, monkeypatch):
+    truth = ClosedFormModel()
+    pairs = _store_planted(con, monkeypatch, paired_grid(10, changes=2, seed=3), truth)
     loaded = load_pairs(con, "all")
     assert len(loaded) == len(pairs)
     held = load_pairs(con, "heldout")
@@ -109,19 +114,12 @@ def test_effects_of_a_predictor_against_itself_are_perfect(con, monkeypatch):
 def test_effect_figures_go_into_the_report_of_their_model(con, monkeypatch, tmp_path):
     import json
 
-    import forge.ns3.simulate as sim
     from forge.db import ForgeError
     from forge.experiment_model.effects import effects_section, merge_into_report
 
-    monkeypatch.setattr(sim, "ns3_version", lambda: VERSION)
     truth = ClosedFormModel()
-    pairs = paired_grid(6, changes=2, seed=5) + hotspot_grid(3, changes=1, seed=5)
-    store_pairs(con, pairs, VERSION)
-    for p in pairs:
-        for s in (p.base, p.changed):
-            if not con.execute("SELECT 1 FROM ns3_runs WHERE run_id = ?",
-                               [run_id(s, VERSION)]).fetchone():
-                _plant(con, s, truth)
+    _store_planted(con, monkeypatch, paired_grid(6, changes=2, seed=5)
+                   + hotspot_grid(3, changes=1, seed=5), truth)
     sec = effects_section(con, truth, "all")
     assert sec["grid_pairs"]["n_pairs"] == 12 and sec["hotspot_pairs"]["n_pairs"] == 3
     assert sec["hotspot_absolute"]["model"]["dl_throughput_mbps"]["median_ape"] == 0.0
@@ -148,19 +146,12 @@ def test_no_pairs_table_says_how_to_make_pairs(con):
 def test_calibrate_reports_effects_when_the_store_has_pairs(con, monkeypatch, tmp_path):
     import json
 
-    import forge.ns3.simulate as sim
     from forge.experiment_model.calibrate import CalibrateConfig, calibrate
 
-    monkeypatch.setattr(sim, "ns3_version", lambda: VERSION)
     truth = ClosedFormModel()
-    pairs = paired_grid(16, changes=1, seed=7) + hotspot_grid(2, changes=1, seed=7)
+    pairs = _store_planted(con, monkeypatch, paired_grid(16, changes=1, seed=7)
+                           + hotspot_grid(2, changes=1, seed=7), truth)
     assert {pair_split(p) for p in pairs} >= {"calibration", "heldout"}
-    store_pairs(con, pairs, VERSION)
-    for p in pairs:
-        for s in (p.base, p.changed):
-            if not con.execute("SELECT 1 FROM ns3_runs WHERE run_id = ?",
-                               [run_id(s, VERSION)]).fetchone():
-                _plant(con, s, truth)
     cfg = CalibrateConfig(out_dir=tmp_path, epochs=1, ensemble=1, hidden=16, layers=2)
     calibrate(con, cfg, show_progress=False)
     rep = json.loads((tmp_path / "report.json").read_text())

@@ -72,14 +72,8 @@ def _rebuild(scn: Scenario, cells: list[Any] | None = None, ues: list[Any] | Non
                                 ("ues", ues, scn.ues, UeConfig)):
         if new is None:
             continue
-        if len(new) != len(old):
-            # No handler adds or removes entries; if one does, validate it all.
-            try:
-                return Scenario.model_validate({**scn.model_dump(),
-                                                name: [x.model_dump() for x in new]})
-            except ValidationError as e:
-                raise _invalid(e) from e
         upd[name] = []
+        # Handlers replace entries, never add or remove one (strict zip says so if one does).
         for i, (x, o) in enumerate(zip(new, old, strict=True)):
             try:
                 upd[name].append(x if x is o else cls.model_validate(x.model_dump()))
@@ -94,7 +88,7 @@ def _rebuild(scn: Scenario, cells: list[Any] | None = None, ues: list[Any] | Non
     return out
 
 
-def _invalid(e: ValidationError, prefix: str = "") -> ToolError:
+def _invalid(e: ValidationError, prefix: str) -> ToolError:
     err = e.errors()[0]
     where = prefix + ".".join(str(x) for x in err["loc"])
     return ToolError("invalid_state", f"the change would make the network invalid: "

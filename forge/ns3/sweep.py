@@ -256,12 +256,12 @@ def run_sweep(
                         setattr(rep, status, getattr(rep, status) + 1)
                         if status != "ok":
                             rep.errors.append(f"{s.scenario_id}: {str(res)[:200]}")
-                        status = f"ok={rep.ok} failed={rep.failed} timeout={rep.timeout}"
-                        progress.update(task, advance=1, status=status)
+                        counts = f"ok={rep.ok} failed={rep.failed} timeout={rep.timeout}"
+                        progress.update(task, advance=1, status=counts)
                         n_done = rep.ok + rep.failed + rep.timeout
                         if log_lines and marks.due(n_done):
                             progress.console.print(f"ns-3 sweep: {n_done} of {n_todo} runs "
-                                                   f"({status}), {marks.elapsed():.0f} s")
+                                                   f"({counts}), {marks.elapsed():.0f} s")
             finally:
                 w.stop()
 
