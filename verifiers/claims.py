@@ -65,6 +65,7 @@ KEY_FAMILY = {
     "ul_offered_mbps": "ul_offered", "ul_rate_mbps": "ul_offered",
     "delay_ms": "delay", "mean_delay_ms": "delay", "max_delay_ms": "delay",
     "delay_before": "delay", "delay_after": "delay", "ul_delay_ms": "delay",
+    "delay_budget_ms": "delay", "loss_budget": "loss",
     "loss_ratio": "loss", "mean_loss_ratio": "loss",
     "rsrp_dbm": "rsrp", "mean_rsrp_dbm": "rsrp", "min_rsrp_dbm": "rsrp",
     "sinr_db": "sinr", "mean_sinr_db": "sinr", "min_sinr_db": "sinr",

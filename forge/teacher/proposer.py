@@ -33,6 +33,7 @@ from forge.teacher.policy import (
     AGG_METRICS,
     AGG_WORDS,
     LIST_MAX,
+    MULTI_SYNONYMS,
     Planner,
     PolicyConfig,
     describe_change,
@@ -236,6 +237,29 @@ def paraphrase(text: str, rng: random.Random, rate: float = 0.5) -> str:
 
     return _SYN_RE.sub(sub, text)
 
+_MULTI_RE = None
+
+
+def vary_multi(text: str, rng: random.Random, rate: float = 0.5) -> str:
+    """Swap the phrases a multi-step question is read by for other wordings of them
+    (`MULTI_SYNONYMS`, which the planner maps back), each at `rate`; a capital stays."""
+    import re
+
+    global _MULTI_RE
+    if _MULTI_RE is None:
+        keys = sorted(MULTI_SYNONYMS, key=len, reverse=True)
+        _MULTI_RE = re.compile(r"(?<![\w-])(" + "|".join(re.escape(k) for k in keys)
+                               + r")(?![\w-])", re.IGNORECASE)
+
+    def sub(m: re.Match[str]) -> str:
+        if rng.random() >= rate:
+            return m.group(1)
+        v = rng.choice(MULTI_SYNONYMS[m.group(1).lower()])
+        return v[0].upper() + v[1:] if m.group(1)[0].isupper() else v
+
+    return _MULTI_RE.sub(sub, text)
+
+
 QA_TEXT = {
     # The busiest cell's load, not its index: well defined even when several cells tie at full
     # utilisation (qa_busiest needs a clear winner and is rejected in most congested networks).
@@ -335,6 +359,17 @@ QA_TEXT = {
     "qa_net_active": ["How many cells are switched on right now?",
                       "Report the number of active cells in the network.",
                       "Of the {n_cells} cells, how many are active?"],
+    # Read from the slice's SLA status (its mean delay and its QCI's delay budget): SLA
+    # violation counts are no longer placed (the loss band makes them uncertain), and these
+    # keep get_slice_sla_status in the data with answers that measurement noise cannot flip.
+    "qa_slice_delay": ["What is the mean end-to-end delay of the QCI {qci} slice's UEs (ms)?",
+                       "Report the average delay of the UEs in slice QCI {qci}, in ms.",
+                       "How much delay do the QCI {qci} subscribers see on average (ms)?",
+                       "On average, what latency does the QCI {qci} slice get (ms)?"],
+    "qa_slice_budget": ["What packet delay budget applies to the QCI {qci} slice (ms)?",
+                        "Report the delay budget of slice QCI {qci} in ms.",
+                        "Within how many ms must the packets of the QCI {qci} slice arrive, "
+                        "by its delay budget?"],
     "qa_qci_nues": ["How many UEs belong to the QCI {qci} slice?",
                     "Count the UEs of slice QCI {qci}.",
                     "How many terminals are in the QCI {qci} slice?"],
@@ -420,12 +455,20 @@ MULTI_TEXT = {
         "Comparing cell by cell, which cell's UEs see the {hl} {agg} {ml}?",
         "Which cell's UEs get the {hl} {agg} {ml} in this network?",
         "Per cell, over the UEs it serves: which cell's UEs have the {hl} {agg} {ml}?",
-        "Looking at each cell's own UEs, which cell's UEs see the {hl} {agg} {ml}?"],
+        "Looking at each cell's own UEs, which cell's UEs see the {hl} {agg} {ml}?",
+        "Rank the cells by what their own UEs get: which cell's UEs get the {hl} {agg} {ml}?",
+        "Over the cells that carry traffic, which cell's UEs have the {hl} {agg} {ml}? Answer "
+        "with the cell index.",
+        "Cell by cell, over its attached UEs only: which cell's UEs see the {hl} {agg} {ml}?"],
     "qa_cell_pct": [
         "Which cell has the {hl} {p}th-percentile UE {ml}?",
         "Comparing the cells, which cell has the {hl} {p}th percentile {ml} among its UEs?",
         "Over the UEs of each cell, which cell has the {hl} {p}th-percentile {ml}?",
-        "Which cell has the {hl} {p}th percentile UE {ml}? Report its index."],
+        "Which cell has the {hl} {p}th percentile UE {ml}? Report its index.",
+        "Take each cell's UEs on their own: which cell has the {hl} {p}th percentile {ml}?",
+        "Comparing percentiles cell by cell, which cell has the {hl} {p}th-percentile {ml}?",
+        "Among the cells that serve UEs, which cell has the {hl} {p}th percentile UE {ml}? The "
+        "index is enough."],
     "qa_cell_gap": [
         "Which cell has the largest gap between the mean and the {agg} {ml} of its UEs?",
         "Find the cell with the largest gap between the mean and the {agg} {ml} of the UEs it "
@@ -433,17 +476,34 @@ MULTI_TEXT = {
         "Where is service least even: which cell shows the largest gap between the mean and "
         "the {agg} {ml} over its UEs?",
         "Which cell's UEs are the most uneven, i.e. which cell has the largest gap between the "
-        "mean and the {agg} {ml}?"],
+        "mean and the {agg} {ml}?",
+        "Which cell treats its UEs least evenly, that is, has the largest gap between the mean "
+        "and the {agg} {ml} of its UEs?",
+        "Which cell's UEs are spread the most, by the largest gap between the mean and the {agg} "
+        "{ml}?",
+        "Looking for unfair cells: which one shows the largest gap between the mean and the "
+        "{agg} {ml} over its own UEs?",
+        "Per cell, how far does the {agg} sit from the mean? Which cell has the largest gap "
+        "between the mean and the {agg} {ml}?"],
     "qa_cell_spread": [
         "Which cell has the largest spread between its {p1}th and {p2}th percentile UE {ml}?",
         "Which cell shows the largest spread between the {p1}th and the {p2}th percentile "
         "{ml} of its UEs?",
         "Find the least uniform cell: which has the largest spread between its {p1}th and "
-        "{p2}th-percentile {ml}?"],
+        "{p2}th-percentile {ml}?",
+        "Which cell's UEs differ the most, judged by the largest spread between the {p1}th and "
+        "{p2}th percentile {ml}?",
+        "Where is the {ml} least uniform: which cell has the largest spread between its {p1}th "
+        "and {p2}th percentile UE {ml}?",
+        "Comparing percentiles per cell, which cell shows the largest spread between the {p1}th "
+        "and the {p2}th percentile {ml}? Give the index."],
     "qa_slice_agg": [
         "Which slice (QCI) has the {hl} {agg} {ml}?",
         "Across the slices, which slice has the {hl} {agg} {ml}? Give the QCI.",
-        "Comparing the slices by their UEs, which slice has the {hl} {agg} {ml}?"],
+        "Comparing the slices by their UEs, which slice has the {hl} {agg} {ml}?",
+        "Grouping the UEs by QCI, which slice has the {hl} {agg} {ml}?",
+        "Per QoS class, which slice (QCI) has the {hl} {agg} {ml}?",
+        "Which slice has the {hl} {agg} {ml} among its UEs? Answer with the QCI."],
     "qa_whatif_busy": [
         "If cell {c} were switched off, which cell would be the most loaded according to the "
         "model's prediction?",
@@ -498,16 +558,18 @@ NEW_L1_SHARE = 0.37
 # drawn only from the whole L1 list, each came out in under 1 % of verified samples.
 TOOL_L1_SHARE = 0.33
 TOOL_L1 = ("qa_busiest", "qa_busiest_load", "qa_ue_sla", "qa_cell_sinr", "qa_cell_ho",
-           "qa_neighbor")
+           "qa_neighbor", "qa_slice_delay", "qa_slice_budget")
 NEW_L1 = ("qa_whatif_busy", "qa_capacity", "qa_cqi_of", "qa_cqi_gain", "qa_list_max",
           "qa_heavy_ue", "qa_server_of")
 # How often a guided ticket names each fix (relative weights among the changes that reach the
 # goal): the planner's search mostly finds bandwidth and power changes, so the named fixes lean
 # towards the other tools, which a model must also learn to apply.
+# set_ue_qci went from 6 to 12 when the loss band made slice SLA tickets rare: they had made
+# most of its uses (1.8 % of samples, 0.7-0.9 % after).
 FIX_WEIGHT = {"set_bandwidth": 1.0, "set_tx_power": 1.0, "force_handover": 1.5,
               "set_ue_server": 1.5, "graceful_degradation": 1.5, "set_cell_state": 1.0,
               "set_scheduler": 9.0, "set_handover_params": 3.0, "set_handover_algorithm": 3.0,
-              "set_ue_qci": 6.0, "shape_traffic": 4.0}
+              "set_ue_qci": 12.0, "shape_traffic": 4.0}
 
 
 def tier_of(calls: int) -> str:
@@ -897,11 +959,18 @@ class TaskWriter:
             kw.update(sat=_r(net["min_dl_satisfaction"]))
         elif pattern == "slice_sla":
             bad = [x for x in ues if not x["sla_ok"]]
-            if not bad:
+            # Only a slice with a violation that holds at the favourable edge of the band can
+            # get a certainly-unmet goal: since packet loss is in the band, most QCI-9 UEs
+            # just over the loss budget are no certain violators, and drawing their slices
+            # left slice_sla (the one pattern that reads get_slice_sla_status and applies
+            # set_ue_qci) placed for 1 % of samples instead of 6 %.
+            sure = [x for x in bad if (e := v.band_ue(UNCERTAIN_K, x["ue"])) is None
+                    or not e[1]["sla_ok"]]
+            if not sure:
                 return None
-            q = rng.choice(sorted({x["qci"] for x in bad}))
-            mine = sorted((x for x in bad if x["qci"] == q), key=lambda x: x["ue"])
-            first, viol = mine[0], len(mine)
+            q = rng.choice(sorted({x["qci"] for x in sure}))
+            first = min((x for x in sure if x["qci"] == q), key=lambda x: x["ue"])
+            viol = sum(1 for x in bad if x["qci"] == q)
             u, cell = first["ue"], first["serving_cell"]
             target, metric, better, kind = f"qci:{q}", "sla_violations", -1.0, "ue"
             kw.update(qci=q, viol=viol)
@@ -1079,7 +1148,7 @@ class TaskWriter:
                 kw.update(hl=hl, agg=agg, ml=ml)
                 calls += len(per)
             elif pattern == "qa_cell_pct":
-                p = rng.choice([10, 25, 50, 75, 90])
+                p = rng.choice([5, 10, 20, 25, 50, 75, 80, 90, 95])
                 score = {c: float(K.percentile(xs, p) or 0.0) for c, xs in per.items()}
                 hl = rng.choice(["highest", "lowest"])
                 kw.update(hl=hl, p=p, ml=ml)
@@ -1092,7 +1161,7 @@ class TaskWriter:
                 kw.update(agg=agg, ml=ml)
                 calls += 2 * len(per)
             else:
-                p1, p2 = rng.choice([(90, 10), (75, 25), (95, 5)])
+                p1, p2 = rng.choice([(90, 10), (75, 25), (95, 5), (80, 20), (90, 50)])
                 score = {c: abs(float(K.percentile(xs, p1) or 0.0)
                                 - float(K.percentile(xs, p2) or 0.0)) for c, xs in per.items()}
                 hl = "highest"
@@ -1201,6 +1270,8 @@ class TaskWriter:
         if pattern == "qa_whatif_busy":
             bank = [t for t in bank if ("switched off" in t) == kw["off"]]
         text = self._fill(bank, rng, **kw)
+        if pattern in QA_TIERS["L2"]:
+            text = vary_multi(text, rng)
         return Proposal(self._frame(text, "qa", scn, rng), "qa", tier_of(calls), scn.family,
                         scn.scenario_id, {"answer": ans}, pattern)
 
@@ -1365,6 +1436,17 @@ class TaskWriter:
             q = rng.choice(sorted(v.qci))
             kw.update(qci=q)
             ans = {"type": "integer", "ref": {"target": f"qci:{q}", "metric": "n_ues"}}
+        elif pattern == "qa_slice_delay":
+            q = rng.choice(sorted(v.qci))
+            if v.qci[q]["mean_delay_ms"] is None:
+                return None
+            kw.update(qci=q)
+            ans = {"type": "number", "ref": {"target": f"qci:{q}", "metric": "mean_delay_ms"},
+                   "tol_rel": 0.08, "tol_abs": 0.5}
+        elif pattern == "qa_slice_budget":
+            q = rng.choice(sorted(v.qci))
+            kw.update(qci=q)
+            ans = {"type": "integer", "value": int(K.DELAY_BUDGET_MS[q])}
         elif pattern == "qa_power":
             ans = {"type": "number", "ref": {"target": "network", "metric": "total_power_w"},
                    "tol_rel": 0.05}
