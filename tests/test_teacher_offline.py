@@ -58,8 +58,10 @@ def _solve(t: OfflineTeacher, tasks: list[dict[str, Any]]) -> list[dict[str, Any
 
 def test_planner_solves_most_tasks_with_varied_depth() -> None:
     t = _teacher(mistake_rate=0.0, format_error_rate=0.0)
-    # Work orders (ho_maint) apply the setting they name, no search: their own test below.
-    act = _solve(t, _tasks(tuple(p for p in ACTION_PATTERNS if p != "ho_maint"), 30))
+    # Work orders (ho_maint, qci_move) apply the setting they name, no search: their own
+    # tests below.
+    act = _solve(t, _tasks(tuple(p for p in ACTION_PATTERNS
+                                 if p not in ("ho_maint", "qci_move")), 30))
     qa = _solve(t, _tasks(QA_PATTERNS, 30, seed=1))
     ok_act = sum(r["status"] == "verified" for r in act) / len(act)
     ok_qa = sum(r["status"] == "verified" for r in qa) / len(qa)
@@ -216,6 +218,31 @@ def test_generated_instructions_are_diverse(n: int) -> None:
             idx.add(t["instruction"])
             kept += 1
     assert kept / n >= 0.6
+
+
+def test_qci_work_orders_remap_the_named_bearer() -> None:
+    """qci_move tickets: the goal is the UE's QCI itself, the teacher applies exactly the
+    named set_ue_qci, and they verify."""
+    t = _teacher(mistake_rate=0.0, format_error_rate=0.0)
+    tasks = _tasks(("qci_move",), 12, seed=9)
+    for task in tasks:
+        cond = task["goal"].get("all", [task["goal"]])[0]
+        assert cond["metric"] == "qci" and cond["op"] == "==" and \
+            cond["target"].startswith("ue:")
+    rows = _solve(t, tasks)
+    ok = [r for r in rows if r["status"] == "verified"]
+    assert len(ok) >= 11, [(r["reject_reason"], r["reject_message"]) for r in rows
+                           if r["status"] != "verified"][:3]
+    for r, task in zip(rows, tasks, strict=True):
+        if r["status"] != "verified":
+            continue
+        from forge.curate.export import applied_fixes, calls_of
+
+        cond = task["goal"].get("all", [task["goal"]])[0]
+        calls = calls_of(r["trajectory"]["messages"])
+        assert applied_fixes(calls) == ["set_ue_qci"], calls
+        made = [json.loads(a) for t, a, ok in calls if t == "set_ue_qci" and ok]
+        assert made == [{"ue": int(cond["target"][3:]), "qci": int(cond["value"])}], made
 
 
 def test_handover_work_orders_apply_the_named_setting() -> None:

@@ -68,7 +68,7 @@ NETWORK_METRICS = (
 )
 UE_METRICS = (
     "dl_throughput_mbps", "ul_throughput_mbps", "delay_ms", "loss_ratio", "rsrp_dbm", "sinr_db",
-    "cqi", "handovers", "dl_satisfaction", "sla_ok", "serving_cell", "dl_offered_mbps",
+    "cqi", "handovers", "dl_satisfaction", "sla_ok", "serving_cell", "dl_offered_mbps", "qci",
 )
 CELL_METRICS = (
     "n_ues", "dl_offered_mbps", "dl_throughput_mbps", "ul_throughput_mbps", "mean_delay_ms",

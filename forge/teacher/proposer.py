@@ -624,7 +624,7 @@ TRIAL = ["Engineering wants {a} tried first; if that does not reach the target, 
 # 3 x 512); at 0.15 the action mix stays within 5 points of 30/45/25.
 TRIAL_RATE = 0.15
 ACTION_PATTERNS = ("ue_throughput", "ue_delay", "cell_load", "energy", "net_satisfaction",
-                   "slice_sla", "handovers", "ho_maint")
+                   "slice_sla", "handovers", "ho_maint", "qci_move")
 # Maintenance tickets on a cell's handover settings: the goal is the setting itself (certain
 # under any model), half of them with a service guard. The model predicts little effect of
 # these settings in short windows, so no KPI goal can name them as the fix (issue 12 found the
@@ -634,9 +634,17 @@ HO_MAINT = ["The mobility team asks for {c}.", "Work order for cell {cell}: {c}.
             "The approved change is {c}. Confirm the new setting afterwards.",
             "Planning already decided on {c}: apply it.",
             "Ahead of the night's mobility trial, apply {c} and check the setting took."]
+# Plan changes: a UE's bearer remapped to another QCI, the goal being its QCI (certain under
+# any model), some with a service guard. set_ue_qci had come mostly from slice SLA tickets,
+# which the loss band made rare (0.7-0.9 % of samples instead of 1.8 %).
+QCI_MOVE = ["Customer care asks for {c}: the subscriber changed plans.",
+            "Work order for UE {ue}: {c}.",
+            "UE {ue}'s contract now puts it in QCI {new}; finish the plan change by {c}.",
+            "Provisioning ticket (the subscriber was on QCI {old}): {c}.",
+            "The approved change is {c}. Confirm the new bearer afterwards."]
 # Patterns drawn less often than the others (the chance a draw is kept): work orders always fit
 # a scenario while most patterns often do not, so unthinned they took 8 % of verified samples.
-PATTERN_RATE = {"ho_maint": 0.45}
+PATTERN_RATE = {"ho_maint": 0.45, "qci_move": 0.2}
 HO_HYSTERESIS = tuple(x / 2 for x in range(0, 13))   # 0-6 dB in 0.5 dB steps (the ns-3 grid's)
 # qa_sla_count stays a seed pattern but is not proposed: near a budget, measurement noise flips
 # SLA verdicts, so half of its answers disagree with the noiseless check.
@@ -976,6 +984,8 @@ class TaskWriter:
             kw.update(qci=q, viol=viol)
         elif pattern == "ho_maint":
             return self._ho_maint(scn, v, rng, kw)
+        elif pattern == "qci_move":
+            return self._qci_move(scn, rng, kw)
         elif pattern == "handovers":
             ho = net.get("total_handovers") or 0.0
             if ho <= 0:
@@ -1098,14 +1108,33 @@ class TaskWriter:
             change = {"tool": "set_handover_params", "args": {"cell": cell, "ttt_ms": t}}
             cond = {"target": f"cell:{cell}", "metric": "ho_ttt_ms", "op": "==",
                     "value": float(t)}
+        kw.update(cell=cell)
+        return self._work_order(scn, change, cond, HO_MAINT, rng, kw, "ho_maint")
+
+    def _qci_move(self, scn: Scenario, rng: random.Random, kw: dict[str, Any]
+                  ) -> Proposal | None:
+        """A plan change: one UE's bearer remapped to another QCI (see QCI_MOVE)."""
+        u = rng.randrange(len(scn.ues))
+        old = scn.ues[u].qci
+        new = rng.choice([q for q in range(1, 10) if q != old])
+        change = {"tool": "set_ue_qci", "args": {"ue": u, "qci": new}}
+        cond = {"target": f"ue:{u}", "metric": "qci", "op": "==", "value": float(new)}
+        kw.update(ue=u, old=old, new=new)
+        return self._work_order(scn, change, cond, QCI_MOVE, rng, kw, "qci_move")
+
+    def _work_order(self, scn: Scenario, change: dict[str, Any], cond: dict[str, Any],
+                    bank: list[str], rng: random.Random, kw: dict[str, Any], pattern: str
+                    ) -> Proposal | None:
+        """A ticket that orders `change`, its goal the setting itself (`cond`), half of them
+        with a service guard; L1, or L2 with the guard."""
         try:
             after = self.model.view(H.CONFIGURE[change["tool"]](scn, change["args"]).scenario)[1]
         except H.ToolError:
             return None
         if not after.in_domain:
             return None
-        kw.update(cell=cell, c=describe_change(change))
-        parts = [self._fill(HO_MAINT, rng, **kw)]
+        kw.update(c=describe_change(change))
+        parts = [self._fill(bank, rng, **kw)]
         goal: dict[str, Any] = cond
         if rng.random() < 0.5:
             # The guard: the worst UE's satisfaction stays near where it is, with slack below
@@ -1120,7 +1149,7 @@ class TaskWriter:
         parts.append(rng.choice(CLOSE))
         return Proposal(self._frame(" ".join(p for p in parts if p), "action", scn, rng),
                         "action", "L1" if goal is cond else "L2", scn.family, scn.scenario_id,
-                        goal, "ho_maint")
+                        goal, pattern)
 
     # -- multi-step questions ---------------------------------------------------------------------
     def _qa_multi(self, pattern: str, scn: Scenario, v: KpiView, rng: random.Random,
