@@ -113,7 +113,13 @@ class Observation:
         return {"ok": False, "tool": self.tool, "error": self.error}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
+        # Encoded once: `step` encodes to surface an unserialisable result, and the transcript
+        # and the replay verifier then ask again (the result is not changed after the step).
+        text: str | None = self.__dict__.get("_json")
+        if text is None:
+            text = json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
+            object.__setattr__(self, "_json", text)
+        return text
 
     def render(self) -> str:
         """The content of the `tool` message that carries this observation."""
