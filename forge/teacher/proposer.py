@@ -556,7 +556,8 @@ NEW_L1_SHARE = 0.37
 # Of the L1 questions, the share drawn from the patterns that teach tools the other patterns
 # rarely reach (ranking, SLA checks, per-cell radio quality, handover counts, neighbour lists):
 # drawn only from the whole L1 list, each came out in under 1 % of verified samples.
-TOOL_L1_SHARE = 0.33
+# (0.33 until the slice questions joined them, session 8.)
+TOOL_L1_SHARE = 0.36
 TOOL_L1 = ("qa_busiest", "qa_busiest_load", "qa_ue_sla", "qa_cell_sinr", "qa_cell_ho",
            "qa_neighbor", "qa_slice_delay", "qa_slice_budget")
 NEW_L1 = ("qa_whatif_busy", "qa_capacity", "qa_cqi_of", "qa_cqi_gain", "qa_list_max",
@@ -644,7 +645,9 @@ QCI_MOVE = ["Customer care asks for {c}: the subscriber changed plans.",
             "The approved change is {c}. Confirm the new bearer afterwards."]
 # Patterns drawn less often than the others (the chance a draw is kept): work orders always fit
 # a scenario while most patterns often do not, so unthinned they took 8 % of verified samples.
-PATTERN_RATE = {"ho_maint": 0.45, "qci_move": 0.2}
+# The two slice questions share one slot of the tool-teaching L1 patterns: at a full slot each,
+# the others' share fell by a quarter and rank_busiest_cells to 0.99 % of a 58k pool.
+PATTERN_RATE = {"ho_maint": 0.45, "qci_move": 0.2, "qa_slice_delay": 0.5, "qa_slice_budget": 0.5}
 HO_HYSTERESIS = tuple(x / 2 for x in range(0, 13))   # 0-6 dB in 0.5 dB steps (the ns-3 grid's)
 # qa_sla_count stays a seed pattern but is not proposed: near a budget, measurement noise flips
 # SLA verdicts, so half of its answers disagree with the noiseless check.
