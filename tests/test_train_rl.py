@@ -84,6 +84,12 @@ def test_rollout_token_record_and_env_mask(export: Path, checkpoint: Path, em: A
     # A completion either ends on the policy's EOS or was cut off (TRL counts it truncated).
     if r.completion_ids and r.completion_ids[-1] == codec.eos_id:
         assert r.env_mask[-1] == 1
+    # A prompt that fills the context leaves no room to generate: the completion is one EOS
+    # with no loss on it (TRL reads every completion's last token).
+    tight = HFAgent.from_model(model, codec, max_context=len(r.prompt_ids))
+    e = rollout(tight, t, cm, TrajectoryVerifier(cm), cfg, seed=3)
+    assert e.completion_ids == [codec.eos_id] and e.env_mask == [0] and e.n_tokens == 0
+    assert not e.success
 
 
 def test_token_penalty_dual_update() -> None:

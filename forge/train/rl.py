@@ -237,10 +237,16 @@ def rollout(agent: Any, t: RLTask, em: Any, verifier: Any, cfg: RLRunConfig, see
     repeats = sum(1 for a, b in pairwise(calls)
                   if a.split("<action>")[-1] == b.split("<action>")[-1])
     rej = run.ep.reject
-    return Rollout(prompt_ids=ids[:n_prompt], completion_ids=ids[n_prompt:end],
-                   env_mask=mask[n_prompt:end], success=row["status"] == "verified",
+    completion, env_mask = ids[n_prompt:end], mask[n_prompt:end]
+    if not completion:
+        # No token was generated (the prompt filled the context, or the agent failed before its
+        # first token): TRL reads every completion's last token, so the episode ends on one
+        # EOS that carries no loss (its reward still counts in the group's advantages).
+        completion, env_mask = [codec.eos_id], [0]
+    return Rollout(prompt_ids=ids[:n_prompt], completion_ids=completion,
+                   env_mask=env_mask, success=row["status"] == "verified",
                    format_ok=not (rej and rej[0] == "parse"), n_calls=len(run.ep.tools),
-                   n_tokens=sum(mask[n_prompt:end]), repeats=repeats,
+                   n_tokens=sum(env_mask), repeats=repeats,
                    termination="answer" if rej is None else f"{rej[0]}/{rej[1]}",
                    turns=[(a - n_prompt, b - n_prompt) for a, b in ep.turns])
 
