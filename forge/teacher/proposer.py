@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -205,7 +206,7 @@ FORMAT = ["", "", "Give just the value.", "A single value is enough.", "Keep the
           "One sentence of explanation, then the answer.", "No changes to the network, please.",
           "Read-only access: do not reconfigure anything.", "Quote the figure you observed."]
 # Word-level paraphrases of action instructions (their goal is machine-readable, so wording is
-# free; QA wording is left alone because the planner reads question cues from it).
+# free). Questions are varied only in the phrases the planner maps back (`MULTI_SYNONYMS`).
 SYNONYMS: dict[str, list[str]] = {
     "Raise": ["Increase", "Lift", "Boost", "Push up"], "raise": ["increase", "lift", "boost"],
     "Bring": ["Get", "Drive", "Take"], "Reduce": ["Lower", "Cut", "Decrease", "Trim"],
@@ -219,45 +220,42 @@ SYNONYMS: dict[str, list[str]] = {
     "the goal": ["the target", "the objective"], "right now": ["at the moment", "currently"],
     "UE": ["UE", "terminal", "user equipment"], "operator": ["operator", "NOC engineer"],
 }
-_SYN_RE = None
+_SWAP_RE: dict[tuple[tuple[str, ...], bool], re.Pattern[str]] = {}
 
 
-def paraphrase(text: str, rng: random.Random, rate: float = 0.5) -> str:
-    """Replace some phrases with synonyms (UE ids stay attached: 'terminal 4' is still UE 4
-    for a reader, and the goal JSON is what the planner and the verifier use)."""
-    import re
-
-    global _SYN_RE
-    if _SYN_RE is None:
-        keys = sorted(SYNONYMS, key=len, reverse=True)
-        _SYN_RE = re.compile(r"\b(" + "|".join(re.escape(k) for k in keys) + r")\b")
-
-    def sub(m: re.Match[str]) -> str:
-        return rng.choice(SYNONYMS[m.group(1)]) if rng.random() < rate else m.group(1)
-
-    return _SYN_RE.sub(sub, text)
-
-_MULTI_RE = None
-
-
-def vary_multi(text: str, rng: random.Random, rate: float = 0.5) -> str:
-    """Swap the phrases a multi-step question is read by for other wordings of them
-    (`MULTI_SYNONYMS`, which the planner maps back), each at `rate`; a capital stays."""
-    import re
-
-    global _MULTI_RE
-    if _MULTI_RE is None:
-        keys = sorted(MULTI_SYNONYMS, key=len, reverse=True)
-        _MULTI_RE = re.compile(r"(?<![\w-])(" + "|".join(re.escape(k) for k in keys)
-                               + r")(?![\w-])", re.IGNORECASE)
+def swap_phrases(text: str, rng: random.Random, table: Mapping[str, Sequence[str]],
+                 rate: float = 0.5, ignore_case: bool = False) -> str:
+    """Replace each phrase of `table` found in `text` by one of its alternatives, at `rate`.
+    With `ignore_case` the table's keys are lower case, a phrase is found in any case and a
+    capital at its start stays."""
+    key = (tuple(table), ignore_case)
+    rx = _SWAP_RE.get(key)
+    if rx is None:
+        keys = sorted(table, key=len, reverse=True)
+        rx = _SWAP_RE[key] = re.compile(
+            r"\b(" + "|".join(re.escape(k) for k in keys) + r")\b",
+            re.IGNORECASE if ignore_case else 0)
 
     def sub(m: re.Match[str]) -> str:
         if rng.random() >= rate:
             return m.group(1)
-        v = rng.choice(MULTI_SYNONYMS[m.group(1).lower()])
-        return v[0].upper() + v[1:] if m.group(1)[0].isupper() else v
+        v = rng.choice(table[m.group(1).lower() if ignore_case else m.group(1)])
+        return v[0].upper() + v[1:] if ignore_case and m.group(1)[0].isupper() else v
 
-    return _MULTI_RE.sub(sub, text)
+    return rx.sub(sub, text)
+
+
+def paraphrase(text: str, rng: random.Random, rate: float = 0.5) -> str:
+    """Replace some phrases of an action instruction with synonyms (UE ids stay attached:
+    'terminal 4' is still UE 4 for a reader, and the goal JSON is what the planner and the
+    verifier use)."""
+    return swap_phrases(text, rng, SYNONYMS, rate)
+
+
+def vary_multi(text: str, rng: random.Random, rate: float = 0.5) -> str:
+    """Swap the phrases a multi-step question is read by for other wordings of them
+    (`MULTI_SYNONYMS`, which the planner maps back)."""
+    return swap_phrases(text, rng, MULTI_SYNONYMS, rate, ignore_case=True)
 
 
 QA_TEXT = {
@@ -565,8 +563,9 @@ NEW_L1 = ("qa_whatif_busy", "qa_capacity", "qa_cqi_of", "qa_cqi_gain", "qa_list_
 # How often a guided ticket names each fix (relative weights among the changes that reach the
 # goal): the planner's search mostly finds bandwidth and power changes, so the named fixes lean
 # towards the other tools, which a model must also learn to apply.
-# set_ue_qci went from 6 to 12 when the loss band made slice SLA tickets rare: they had made
-# most of its uses (1.8 % of samples, 0.7-0.9 % after).
+# set_ue_qci went from 6 to 12 when the loss band made slice SLA tickets rare (they had made
+# most of its uses); that alone did not bring it back above 1 % of samples, the qci_move work
+# orders did.
 FIX_WEIGHT = {"set_bandwidth": 1.0, "set_tx_power": 1.0, "force_handover": 1.5,
               "set_ue_server": 1.5, "graceful_degradation": 1.5, "set_cell_state": 1.0,
               "set_scheduler": 9.0, "set_handover_params": 3.0, "set_handover_algorithm": 3.0,
@@ -971,10 +970,10 @@ class TaskWriter:
         elif pattern == "slice_sla":
             bad = [x for x in ues if not x["sla_ok"]]
             # Only a slice with a violation that holds at the favourable edge of the band can
-            # get a certainly-unmet goal: since packet loss is in the band, most QCI-9 UEs
-            # just over the loss budget are no certain violators, and drawing their slices
-            # left slice_sla (the one pattern that reads get_slice_sla_status and applies
-            # set_ue_qci) placed for 1 % of samples instead of 6 %.
+            # get a certainly-unmet goal (packet loss is in the band: most UEs just over the
+            # loss budget are no certain violators), so the others are not searched. The
+            # ticket stays rare: after any fix nearly every UE violates the loss budget at the
+            # pessimistic edge, so a count goal is seldom certainly met (docs/BENCHMARKS.md).
             sure = [x for x in bad if (e := v.band_ue(UNCERTAIN_K, x["ue"])) is None
                     or not e[1]["sla_ok"]]
             if not sure:
