@@ -94,3 +94,38 @@ def test_cached_id_follows_copies():
     assert a.scenario_id == first
     c = a.model_copy(update={"cells": [CellConfig(tx_power_dbm=12)]})
     assert c.scenario_id == Scenario.model_validate_json(c.model_dump_json()).scenario_id
+
+
+def test_canonical_json_assembled_from_entries_is_the_whole_dump() -> None:
+    """The content hash is built from per-cell and per-UE texts kept on the entries: it must
+    be the text of dumping the whole scenario, for sampled networks and for changed copies
+    (which share the unchanged entries with their base)."""
+    import json
+
+    from forge.gym import handlers as H
+    from forge.ns3.grid import sample_grid
+    from forge.scenario import METADATA_FIELDS, Scenario
+
+    def whole(s: Scenario) -> str:
+        return json.dumps(s.model_dump(mode="json", exclude=set(METADATA_FIELDS)),
+                          sort_keys=True, separators=(",", ":"))
+
+    changes = [("set_tx_power", {"cell": 0, "tx_power_dbm": 33.5}),
+               ("set_ue_qci", {"ue": 0, "qci": 5}),
+               ("set_bandwidth", {"cell": 0, "bandwidth_rbs": 50}),
+               ("set_ue_server", {"ue": 1, "server": "edge"}),
+               ("set_handover_params", {"cell": 0, "hysteresis_db": 1.0})]
+    n_changed = 0
+    for s in sample_grid(60, seed=3) + sample_grid(10, seed=1, handover=True):
+        assert s.canonical_json() == whole(s)
+        for tool, args in changes:
+            t = H.CONFIGURE[tool](s, args).scenario
+            assert t.canonical_json() == whole(t)
+            n_changed += t.scenario_id != s.scenario_id
+        # An entry copied with an update gets a fresh text.
+        c = s.cells[0].model_copy(update={"tx_power_dbm": 12.0})
+        assert '"tx_power_dbm":12.0' in c.canonical_json()
+        again = Scenario.model_validate_json(s.model_dump_json())
+        assert again == s  # equality ignores what is cached (s has its id and texts)
+        assert again.scenario_id == s.scenario_id
+    assert n_changed > 200

@@ -317,3 +317,57 @@ def test_token_caps_and_timeout_are_flags_and_shape_the_run_id_as_they_should() 
     assert GenerateConfig(request_timeout=900, max_retries=2).run_id() == base.run_id()
     assert GenerateConfig(max_tokens=96).run_id() != base.run_id()
     assert GenerateConfig(proposal_max_tokens=512).run_id() != base.run_id()
+
+
+def _lane_of(xs: list[int]) -> list[tuple[int, str]]:
+    import threading
+
+    return [(x, threading.current_thread().name) for x in xs]
+
+
+def test_lanes_run_every_item_once_in_its_preferred_lane_unless_idle() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from forge.synth.loop import run_in_lanes
+
+    lanes = [ThreadPoolExecutor(1, thread_name_prefix=f"lane{k}") for k in range(2)]
+    try:
+        items = list(range(40))
+        # 30 items prefer lane 0, 10 lane 1: lane 1 runs out and takes work from lane 0.
+        prefer = [0 if i < 30 else 1 for i in items]
+        seen: dict[int, int] = {}
+        for idxs, lane, res in run_in_lanes(lanes, _lane_of, items, prefer, 3):  # type: ignore[arg-type]
+            assert [x for x, _ in res] == [items[i] for i in idxs]
+            assert all(name.startswith(f"lane{lane}") for _, name in res)
+            for i in idxs:
+                assert i not in seen
+                seen[i] = lane
+        assert sorted(seen) == items
+        assert all(seen[i] == 1 for i in range(30, 40))  # its own items stay in lane 1
+        assert sum(seen[i] == 0 for i in range(30)) >= 15  # lane 0 keeps most of its own
+        # Nothing to steal: each lane runs exactly its own.
+        seen.clear()
+        even = [i % 2 for i in items]
+        for idxs, lane, _ in run_in_lanes(lanes, _lane_of, items, even, 2):  # type: ignore[arg-type]
+            seen.update(dict.fromkeys(idxs, lane))
+        assert sorted(seen) == items
+    finally:
+        for ex in lanes:
+            ex.shutdown()
+
+
+def test_two_worker_processes_make_what_one_makes(tmp_path: Path) -> None:
+    """Tasks are proposed and solved in two worker processes (each task in the one that
+    proposed it): the store ends byte for byte as an in-process run's."""
+    out = []
+    for w in (1, 2):
+        db = str(tmp_path / f"w{w}.duckdb")
+        run_generate(GenerateConfig(rounds=1, tasks_per_round=16, db=db,  # type: ignore[arg-type]
+                                    **{**SMALL, "workers": w}))
+        con = fdb.connect(db)
+        out.append((con.execute("SELECT task_id, instruction FROM tasks ORDER BY 1").fetchall(),
+                    con.execute("SELECT traj_id, status, trajectory::VARCHAR FROM trajectories "
+                                "ORDER BY 1").fetchall()))
+        con.close()
+    assert len(out[0][1]) > 100
+    assert out[0] == out[1]

@@ -12,6 +12,7 @@ Everything is vectorised over the UEs of one scenario.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,7 +106,32 @@ def water_fill(demand: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndar
     return share
 
 
+# The physics of the last scenarios asked for, by scenario_id: the model's features, the
+# handlers that need a UE's best neighbour (forced handover, degradation) and the capacity
+# tool all ask again for the same few states of an episode. Arrays are made read-only, so a
+# caller that wrote into a shared one would fail loudly instead of changing another's physics.
+_CACHE: OrderedDict[str, Physics] = OrderedDict()
+CACHE_SIZE = 2048
+
+
 def compute(scn: Scenario) -> Physics:
+    """The closed-form physics of `scn` (cached by its content hash; the result is
+    read-only)."""
+    key = scn.scenario_id
+    ph = _CACHE.get(key)
+    if ph is not None:
+        _CACHE.move_to_end(key)
+        return ph
+    ph = _compute(scn)
+    for a in vars(ph).values():
+        a.setflags(write=False)
+    _CACHE[key] = ph
+    if len(_CACHE) > CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return ph
+
+
+def _compute(scn: Scenario) -> Physics:
     enb = np.array(scn.enb_positions())
     ue = np.array([[u.x_m, u.y_m] for u in scn.ues])
     active = np.array([c.active for c in scn.cells])

@@ -196,22 +196,29 @@ def lookup(view: K.KpiView, target: str, metric: str) -> float | None:
     return _num(q[metric])
 
 
+def band_edges(view: K.KpiView, target: str, metric: str) -> list[float | None]:
+    """The metric of one entity at the two edges of the model's uncertainty band
+    (pessimistic, optimistic); [] when the band cannot move it (a metric outside BAND_METRICS,
+    a prediction without spread). A UE's own metric is read from its two shifted rows alone,
+    without rebuilding the network (the same values as the full band's rows)."""
+    if metric not in K.BAND_METRICS:
+        return []
+    kind, _, idx = target.partition(":")
+    if kind == "ue":
+        i = int(idx)
+        rows = view.band_ue(UNCERTAIN_K, i) if i < len(view.ues) else None
+        return [_num(r[metric]) for r in rows] if rows else []
+    band = view.band(UNCERTAIN_K)
+    return [lookup(b, target, metric) for b in band] if band else []
+
+
 def _condition(c: Condition, view: K.KpiView) -> ConditionResult:
     v = lookup(view, c.target, c.metric)
     if v is None or not math.isfinite(v):
         return ConditionResult(c.target, c.metric, c.op, c.value, v, False, view.in_domain)
     holds = _compare(v, c.op, c.value)
     margin = v - c.value
-    edges: list[float | None] = []
-    kind, _, idx = c.target.partition(":")
-    if c.metric not in K.BAND_METRICS:
-        pass
-    elif kind == "ue":
-        rows = view.band_ue(UNCERTAIN_K, int(idx))
-        edges = [_num(r[c.metric]) for r in rows] if rows else []
-    else:
-        band = view.band(UNCERTAIN_K)
-        edges = [lookup(b, c.target, c.metric) for b in band] if band else []
+    edges = band_edges(view, c.target, c.metric)
     certain = view.in_domain and all(
         e is not None and math.isfinite(e) and _compare(e, c.op, c.value) == holds
         for e in edges)

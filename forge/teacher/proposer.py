@@ -27,7 +27,7 @@ from pydantic import TypeAdapter
 from forge.gym import handlers as H
 from forge.gym import kpis as K
 from forge.gym.env import CachedModel
-from forge.gym.goals import UNCERTAIN_K, TaskGoal, evaluate, lookup
+from forge.gym.goals import UNCERTAIN_K, TaskGoal, band_edges, evaluate, lookup
 from forge.gym.kpis import KpiView
 from forge.scenario import BANDWIDTHS_RB, Scenario
 from forge.teacher.policy import (
@@ -65,7 +65,7 @@ class Proposal:
 def _edge(v: KpiView, target: str, metric: str, toward: float) -> float | None:
     """The metric at the edge of the model's uncertainty band: the highest value the band
     admits if `toward` > 0, the lowest if < 0 (the mean when the prediction has no spread)."""
-    vals = [lookup(x, target, metric) for x in (v, *(v.band(UNCERTAIN_K) or ()))]
+    vals = [lookup(v, target, metric), *band_edges(v, target, metric)]
     ok = [x for x in vals if x is not None]
     if len(ok) < len(vals):
         return None
@@ -844,11 +844,15 @@ class TaskWriter:
             # cut above dropped them and they were seldom named as a fix (set_scheduler in 0.3 %
             # of samples): a guided ticket also scores those, for one forward pass each.
             head += [c for c in cands[8:] if FIX_WEIGHT.get(c["tool"], 1.0) > 3.0]
+        made: list[tuple[dict[str, Any], Scenario]] = []
         for c in head:
             try:
-                new = H.CONFIGURE[c["tool"]](scn, c["args"]).scenario
+                made.append((c, H.CONFIGURE[c["tool"]](scn, c["args"]).scenario))
             except H.ToolError:
                 continue
+        # One batched forward pass for every candidate state not seen yet.
+        self.model.warm([new for _, new in made])
+        for c, new in made:
             after = self.model.view(new)[1]
             val = _edge(after, target, metric, -better)
             if val is not None and after.in_domain:
