@@ -58,10 +58,15 @@ class _Entry(BaseModel):
         return _same_fields(self, other)
 
     def canonical_json(self) -> str:
-        if self._json is None:
-            self._json = json.dumps(self.model_dump(mode="json"), sort_keys=True,
-                                    separators=(",", ":"))
-        return self._json
+        # Through the private dict: pydantic's attribute lookup for private attributes costs
+        # more than the rest of this method on a hit.
+        priv = self.__pydantic_private__
+        assert priv is not None
+        text: str | None = priv["_json"]
+        if text is None:
+            text = priv["_json"] = json.dumps(self.model_dump(mode="json"), sort_keys=True,
+                                              separators=(",", ":"))
+        return text
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False
                    ) -> Self:
@@ -181,9 +186,13 @@ class Scenario(BaseModel):
         are treated as immutable (every change goes through `model_copy(update=...)`, which
         drops the cache below); nothing in forge mutates one in place.
         """
-        if self._id_cache is None:
-            self._id_cache = hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
-        return self._id_cache
+        priv = self.__pydantic_private__
+        assert priv is not None
+        sid: str | None = priv["_id_cache"]
+        if sid is None:
+            sid = priv["_id_cache"] = hashlib.sha256(self.canonical_json().encode()
+                                                     ).hexdigest()[:16]
+        return sid
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False
                    ) -> Scenario:
