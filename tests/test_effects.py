@@ -162,3 +162,62 @@ def test_calibrate_reports_effects_when_the_store_has_pairs(con, monkeypatch, tm
     assert eff["hotspot_pairs"]["n_pairs"] == 2
     assert set(rep["summary"]["effects"]) >= {"grid_pairs", "hotspot_pairs",
                                               "hotspot_dl_spearman"}
+
+
+class _Scaled:
+    """A planted "ns-3" whose runs under RngRun > 1 report `factor` times the throughput of
+    the given UE (every other KPI as `truth`)."""
+
+    def __init__(self, truth, ue: int, factor: float) -> None:
+        self.truth, self.ue, self.factor = truth, ue, factor
+
+    def predict(self, scns):
+        out = self.truth.predict(scns)
+        for s, p in zip(scns, out, strict=True):
+            if s.rng_run > 1 and self.ue < len(p.ues):
+                p.ues[self.ue]["dl_throughput_mbps"] *= self.factor
+        return out
+
+
+def test_replicates_measure_ns3_noise_on_the_pairs_themselves(con, monkeypatch):
+    from forge.experiment_model.effects import effects_section, effects_summary
+    from forge.ns3.pairs import replicate_grid, replicates, stored_pairs
+
+    truth = ClosedFormModel()
+    pairs = _store_planted(con, monkeypatch, paired_grid(8, changes=2, seed=7)
+                           + hotspot_grid(3, changes=1, seed=7), truth)
+    assert len(stored_pairs(con, "all")) == len(pairs)
+    with pytest.raises(PairError):
+        replicates(pairs, 0)
+    reps = replicates(stored_pairs(con, "all"), 1)
+    assert all(r.base.rng_run == 2 and r.changed.rng_run == 2 for r in reps)
+    assert {pair_split(r) for r in reps if r.grid == replicate_grid("hotspot", 1)} == \
+        {HOTSPOT_SPLIT}  # a hotspot replicate is never trained on either
+    # Replicates that reproduce their pairs exactly: no noise, ns-3 always agrees with itself.
+    _store_planted(con, monkeypatch, reps, truth)
+    sec = effects_section(con, truth, "all")
+    assert sec["grid_pairs"]["n_pairs"] == 16  # the replicates are not counted as pairs
+    r = sec["grid_replicates"]
+    assert r["n_pairs"] == 16 and r["noise_moved_gt20"] == 0.0
+    assert r["n_moved_gt20"] > 0 and r["ns3_self_sign_agreement_gt20"] == 1.0
+    assert r["n_reproducible_gt20"] == r["n_moved_gt20"] == r["n_mean_moved_gt20"]
+    assert r["model"]["sign_agreement_reproducible_gt20"] == 1.0
+    assert effects_summary(sec)["hotspot_replicates"]["n_pairs"] == 3
+
+
+def test_replicate_noise_is_counted_against_the_base_runs(con, monkeypatch):
+    from forge.experiment_model.effects import load_pairs, replicate_report
+    from forge.ns3.pairs import replicate_grid, replicates
+
+    truth = ClosedFormModel()
+    pairs = _store_planted(con, monkeypatch, paired_grid(6, changes=2, seed=9), truth)
+    # Every replicate run gives UE 0 three times the throughput: its base replicate differs
+    # from its base by +200 % (noise), and the change's move on UE 0 keeps its sign.
+    _store_planted(con, monkeypatch, replicates(pairs, 1), _Scaled(truth, 0, 3.0))
+    got = load_pairs(con, "all", grid="pairs")
+    reps = load_pairs(con, "all", grid=replicate_grid("pairs", 1))
+    r = replicate_report(got, reps, {"model": truth})
+    n_ues = sum(len(p.base.ues) for p in got)
+    assert r is not None and r["n_ues"] == n_ues
+    assert r["noise_moved_gt20"] == pytest.approx(len(got) / n_ues)  # UE 0 of every base
+    assert replicate_report(got, [], {"model": truth}) is None

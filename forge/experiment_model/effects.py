@@ -179,6 +179,81 @@ def effect_report(pairs: list[PairData], predictors: dict[str, Any]) -> dict[str
     return out
 
 
+def _pair_key(p: PairData) -> tuple[int, str, str, str]:
+    from forge.ns3.pairs import REPLICATE_SEP
+
+    return (p.base.scenario.seed, p.grid.split(REPLICATE_SEP)[0], p.tool,
+            json.dumps(p.args, sort_keys=True))
+
+
+def replicate_report(pairs: list[PairData], reps: list[PairData], predictors: dict[str, Any],
+                     move: float = 0.20) -> dict[str, Any] | None:
+    """ns-3's run-to-run noise on the pairs themselves, and the model judged on effects that
+    noise cannot explain. `reps`: the same pairs under another RngRun (`forge.ns3.pairs
+    --replicate 1`); None when none matches.
+
+    Per UE (DL throughput), with d1 the change's move in the pair and d2 in its replicate:
+    - `noise_moved_gt20`: share of UEs whose *base* run and base replicate differ by more than
+      `move` (no change at all), over all UEs and over congested ones;
+    - `ns3_self_sign_agreement_gt20`: where |d1| > `move`, the share whose d2 has the same sign:
+      how often ns-3 agrees with itself, a ceiling for any predictor judged on single runs;
+    - per predictor, sign agreement where |d1| > `move` (the usual figure, on these pairs),
+      where both |d1| and |d2| exceed `move` with one sign (`reproducible`), and where the mean
+      of the two runs moves by more than `move` (`mean_of_2`), and the Spearman of predicted
+      deltas against the two runs' mean delta over the UEs it moves by more than 5 %."""
+    by_key = {_pair_key(r): r for r in reps}
+    matched = [(p, by_key[_pair_key(p)]) for p in pairs if _pair_key(p) in by_key]
+    if not matched:
+        return None
+    kpi, floor = "dl_throughput_mbps", FLOOR["dl_throughput_mbps"]
+    rows, where = [], []  # (t0, t1, r0, r1, congested); (pair index, UE)
+    for k, (p, r) in enumerate(matched):
+        for i in range(len(p.base.ues)):
+            got = [x.ues[i].get(kpi) for x in (p.base, p.changed, r.base, r.changed)]
+            if None in got:
+                continue
+            vals = [float(v) for v in got if v is not None]
+            off = p.base.scenario.ues[i].dl_rate_mbps
+            rows.append((*vals, min(vals) < CONGESTED_BELOW * off))
+            where.append((k, i))
+    t0, t1, r0, r1, cong = np.asarray(rows, dtype=float).reshape(-1, 5).T
+    cong = cong.astype(bool)
+    noise = np.abs(r0 - t0) / np.maximum(t0, floor) > move
+    d1, d2 = t1 - t0, r1 - r0
+    m1 = np.abs(d1) / np.maximum(t0, floor) > move
+    m2 = np.abs(d2) / np.maximum(r0, floor) > move
+    reproducible = m1 & m2 & (np.sign(d1) == np.sign(d2))
+    base_mean, dm = (t0 + r0) / 2, (t1 + r1 - t0 - r0) / 2
+    m_mean = np.abs(dm) / np.maximum(base_mean, floor) > move
+    m_mean5 = np.abs(dm) / np.maximum(base_mean, floor) > MOVES[0]
+
+    def share(x: np.ndarray) -> float | None:
+        return float(x.mean()) if len(x) else None
+
+    out: dict[str, Any] = {
+        "n_pairs": len(matched), "n_ues": len(t0), "move": move,
+        "noise_moved_gt20": share(noise), "noise_moved_gt20_congested": share(noise[cong]),
+        "n_moved_gt20": int(m1.sum()), "n_reproducible_gt20": int(reproducible.sum()),
+        "n_mean_moved_gt20": int(m_mean.sum()),
+        "ns3_self_sign_agreement_gt20": share(np.sign(d2[m1]) == np.sign(d1[m1])),
+    }
+    scns = [s for p, _ in matched for s in (p.base.scenario, p.changed.scenario)]
+    for name, predictor in predictors.items():
+        preds = predict_all(predictor, scns)
+        pd = np.array([preds[matched[k][0].changed.scenario.scenario_id][i][kpi]
+                       - preds[matched[k][0].base.scenario.scenario_id][i][kpi]
+                       for k, i in where], dtype=float)
+        out[name] = {
+            "sign_agreement_gt20": share(np.sign(pd[m1]) == np.sign(d1[m1])),
+            "sign_agreement_reproducible_gt20": share(
+                np.sign(pd[reproducible]) == np.sign(d1[reproducible])),
+            "sign_agreement_mean_of_2_gt20": share(np.sign(pd[m_mean]) == np.sign(dm[m_mean])),
+            "spearman_delta_mean_of_2": _spearman(pd, dm),
+            "spearman_delta_mean_of_2_moved_gt5": _spearman(pd[m_mean5], dm[m_mean5]),
+        }
+    return out
+
+
 def absolute_report(runs: list[RunData], model: Any) -> dict[str, Any]:
     """Levels on a set of runs: the model, the offered-load and physics baselines."""
     preds = model.predict([r.scenario for r in runs])
@@ -247,6 +322,24 @@ def print_absolute(rep: dict[str, Any], title: str) -> None:
           f"{_f(h['zero_baseline_mae'])} ({h['n_ues_with_handovers']} UEs with handovers)")
 
 
+def print_replicates(rep: dict[str, Any], title: str) -> None:
+    print(f"\n{title}: {rep['n_pairs']} pairs, {rep['n_ues']} UEs")
+    print(f"  base vs base replicate moved > 20 %: {_f(rep['noise_moved_gt20'])} of UEs, "
+          f"{_f(rep['noise_moved_gt20_congested'])} of congested ones")
+    print(f"  ns-3 agrees with itself on the sign of a > 20 % move: "
+          f"{_f(rep['ns3_self_sign_agreement_gt20'])} ({rep['n_moved_gt20']} moves)")
+    print(f"  {'DL sign agreement':<22}{'single run':>12}{'reproducible':>14}{'mean of 2':>12}"
+          f"{'spearman(mean)':>16}")
+    for name in ("model", "physics_prior"):
+        m = rep[name]
+        print(f"  {name:<22}{_f(m['sign_agreement_gt20']):>12}"
+              f"{_f(m['sign_agreement_reproducible_gt20']):>14}"
+              f"{_f(m['sign_agreement_mean_of_2_gt20']):>12}"
+              f"{_f(m['spearman_delta_mean_of_2']):>16}   "
+              f"(reproducible: {rep['n_reproducible_gt20']}, mean of 2: "
+              f"{rep['n_mean_moved_gt20']} UEs)")
+
+
 def effects_section(con: duckdb.DuckDBPyConnection, model: Any, split: str = "heldout"
                     ) -> dict[str, Any]:
     """Effect and level figures of `model` on the store's pairs: grid pairs of `split` and every
@@ -266,6 +359,15 @@ def effects_section(con: duckdb.DuckDBPyConnection, model: Any, split: str = "he
     if hot_pairs:
         out["hotspot_pairs"] = effect_report(hot_pairs, predictors)
         out["hotspot_absolute"] = absolute_report(runs_of(hot_pairs), model)
+    # ns-3's own noise, where the store holds the same pairs under another RngRun.
+    from forge.ns3.pairs import replicate_grid
+
+    for name, got, grid, sp in (("grid_replicates", grid_pairs, "pairs", split),
+                                ("hotspot_replicates", hot_pairs, "hotspot", "all")):
+        reps = load_pairs(con, sp, grid=replicate_grid(grid, 1)) if got else []
+        rep = replicate_report(got, reps, predictors) if reps else None
+        if rep is not None:
+            out[name] = rep
     return out
 
 
@@ -279,6 +381,19 @@ def effects_summary(sec: dict[str, Any]) -> dict[str, Any]:
                          "dl_sign_agreement_gt20": m["sign_agreement_gt20"],
                          "dl_spearman_delta": m["spearman_delta"],
                          "dl_spearman_delta_moved_gt5": m["spearman_delta_moved_gt5"]}
+    for name in ("grid_replicates", "hotspot_replicates"):
+        if name in sec:
+            r = sec[name]
+            out[name] = {"n_pairs": r["n_pairs"],
+                         "ns3_self_sign_agreement_gt20": r["ns3_self_sign_agreement_gt20"],
+                         "noise_moved_gt20_congested": r["noise_moved_gt20_congested"],
+                         "dl_sign_agreement_gt20": r["model"]["sign_agreement_gt20"],
+                         "dl_sign_agreement_reproducible_gt20":
+                             r["model"]["sign_agreement_reproducible_gt20"],
+                         "dl_sign_agreement_mean_of_2_gt20":
+                             r["model"]["sign_agreement_mean_of_2_gt20"],
+                         "dl_spearman_delta_mean_of_2":
+                             r["model"]["spearman_delta_mean_of_2"]}
     if "hotspot_absolute" in sec:
         d = sec["hotspot_absolute"]["model"]["dl_throughput_mbps"]
         out["hotspot_dl_congested_median_ape"] = d["congested"]["median_ape"]
@@ -330,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
     if "hotspot_pairs" in report:
         print_effects(report["hotspot_pairs"], "effects on the second distribution (hotspot)")
         print_absolute(report["hotspot_absolute"], "levels on the second distribution (hotspot)")
+    for name, title in (("grid_replicates", "grid pairs"), ("hotspot_replicates", "hotspot")):
+        if name in report:
+            print_replicates(report[name], f"ns-3's own noise on the {title} (replicates)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")

@@ -271,7 +271,8 @@ def ensure_table(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def pair_split(p: Pair) -> str:
-    return HOTSPOT_SPLIT if p.grid == "hotspot" else split_of(p.base.seed)
+    return HOTSPOT_SPLIT if p.grid.split(REPLICATE_SEP)[0] == "hotspot" else \
+        split_of(p.base.seed)
 
 
 def store_pairs(con: duckdb.DuckDBPyConnection, pairs: list[Pair], ns3_version: str) -> int:
@@ -324,6 +325,45 @@ def simulate_pairs(con: duckdb.DuckDBPyConnection, pairs: list[Pair], *, workers
                      split=lambda s: split_by_id[s.scenario_id], show_progress=show_progress)
 
 
+# A replicate of a pair: the same base and change under another ns-3 RngRun, in grid
+# "<grid>@rng+<k>" (so the grids' own figures never count it twice).
+REPLICATE_SEP = "@rng+"
+
+
+def replicate_grid(grid: str, k: int) -> str:
+    return f"{grid}{REPLICATE_SEP}{k}"
+
+
+def stored_pairs(con: duckdb.DuckDBPyConnection, split: str = "heldout",
+                 grids: tuple[str, ...] = ("pairs", "hotspot")) -> list[Pair]:
+    """The store's pairs of `split` (`all`: every split) in `grids`, as Pair objects."""
+    ensure_table(con)
+    where: list[str] = ["p.grid IN (SELECT unnest(?))"]
+    params: list[Any] = [list(grids)]
+    if split != "all":
+        where.append("p.split = ?")
+        params.append(split)
+    rows = con.execute(
+        "SELECT b.scenario, c.scenario, p.tool, p.args, p.description, p.grid FROM ns3_pairs p "
+        "JOIN ns3_runs b ON b.run_id = p.base_run_id JOIN ns3_runs c ON c.run_id = "
+        f"p.changed_run_id WHERE {' AND '.join(where)} ORDER BY p.pair_id", params).fetchall()
+    return [Pair(Scenario.model_validate_json(b), Scenario.model_validate_json(c), tool,
+                 json.loads(args), desc, grid) for b, c, tool, args, desc, grid in rows]
+
+
+def replicates(pairs: list[Pair], k: int) -> list[Pair]:
+    """Each pair again with both scenarios under RngRun + k: ns-3's run-to-run noise, measured
+    on the very networks and changes whose effects the model is judged on."""
+    if k < 1:
+        raise PairError(f"a replicate needs an RngRun offset >= 1, not {k}")
+    out = []
+    for p in pairs:
+        b = p.base.model_copy(update={"rng_run": p.base.rng_run + k})
+        c = p.changed.model_copy(update={"rng_run": p.changed.rng_run + k})
+        out.append(Pair(b, c, p.tool, p.args, p.description, replicate_grid(p.grid, k)))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from forge import db as fdb
 
@@ -340,11 +380,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per run")
     ap.add_argument("--db", default=None, help="store (default $FORGE_DB or ./forge.duckdb)")
     ap.add_argument("--dry-run", action="store_true", help="list the pairs, simulate nothing")
+    ap.add_argument("--replicate", type=int, default=0, metavar="K",
+                    help="instead of new pairs: the store's pairs of --split again under "
+                         "RngRun + K (ns-3's own noise on the same changes; the effects report "
+                         "reads them, see docs/experiment_model.md)")
+    ap.add_argument("--split", default="heldout",
+                    help="with --replicate: the pairs' split (calibration | heldout | "
+                         "hotspot_test | all)")
     args = ap.parse_args(argv)
     try:
-        pairs = paired_grid(args.bases, args.changes, args.seed, args.max_ues)
-        if args.hotspot:
-            pairs += hotspot_grid(args.hotspot, args.hotspot_changes, args.seed, args.max_ues)
+        if args.replicate:
+            with fdb.connect(args.db) as con:
+                pairs = replicates(stored_pairs(con, args.split), args.replicate)
+            if not pairs:
+                raise PairError(f"the store holds no pair of split {args.split!r} to replicate")
+        else:
+            pairs = paired_grid(args.bases, args.changes, args.seed, args.max_ues)
+            if args.hotspot:
+                pairs += hotspot_grid(args.hotspot, args.hotspot_changes, args.seed,
+                                      args.max_ues)
     except PairError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
