@@ -42,37 +42,39 @@ Bandwidth = Literal[6, 15, 25, 50, 75, 100]
 Qci = Literal[1, 2, 3, 4, 5, 6, 7, 8, 9]
 
 
-def _same_fields(a: BaseModel, b: object) -> bool:
-    """Equality on the fields alone: pydantic's also compares private attributes, which here
-    are caches (a scenario whose id was computed was unequal to its twin)."""
-    return type(a) is type(b) and a.__dict__ == b.__dict__
+class _Cached(BaseModel):
+    """A model whose private attributes are caches of what its fields determine: equality
+    ignores them (pydantic's compares private attributes too, so a scenario whose id had been
+    computed was unequal to its twin) and `model_copy` drops them (an update may change what
+    they were computed from). Subclasses read them through `__pydantic_private__`: pydantic's
+    attribute lookup for private attributes costs more than a cache hit."""
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False
+                   ) -> Self:
+        copy = super().model_copy(update=update, deep=deep)
+        priv = copy.__pydantic_private__
+        assert priv is not None
+        for name in priv:
+            priv[name] = None
+        return copy
 
 
-class _Entry(BaseModel):
+class _Entry(_Cached):
     """A cell or UE of a Scenario: its canonical JSON is kept, since a changed scenario shares
     all but the changed entries with the one it was made from (see Scenario.canonical_json)."""
 
     _json: str | None = PrivateAttr(default=None)
 
-    def __eq__(self, other: object) -> bool:
-        return _same_fields(self, other)
-
     def canonical_json(self) -> str:
-        # Through the private dict: pydantic's attribute lookup for private attributes costs
-        # more than the rest of this method on a hit.
         priv = self.__pydantic_private__
-        assert priv is not None
-        text: str | None = priv["_json"]
+        text: str | None = priv["_json"]  # type: ignore[index]
         if text is None:
-            text = priv["_json"] = json.dumps(self.model_dump(mode="json"), sort_keys=True,
-                                              separators=(",", ":"))
+            text = priv["_json"] = json.dumps(  # type: ignore[index]
+                self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return text
-
-    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False
-                   ) -> Self:
-        copy = super().model_copy(update=update, deep=deep)
-        copy._json = None
-        return copy
 
 
 class CellConfig(_Entry):
@@ -115,7 +117,7 @@ class UeConfig(_Entry):
         return self
 
 
-class Scenario(BaseModel):
+class Scenario(_Cached):
     """A full LTE/EPC network configuration as simulated by `forge.ns3`."""
 
     model_config = ConfigDict(extra="forbid")
@@ -132,9 +134,6 @@ class Scenario(BaseModel):
     app_start_s: float = Field(0.3, ge=0.05, le=5.0, description="Traffic starts (s).")
     rng_run: int = Field(1, ge=1, le=2**31 - 1, description="ns-3 RngRun.")
     _id_cache: str | None = PrivateAttr(default=None)
-
-    def __eq__(self, other: object) -> bool:
-        return _same_fields(self, other)
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
@@ -187,18 +186,11 @@ class Scenario(BaseModel):
         drops the cache below); nothing in forge mutates one in place.
         """
         priv = self.__pydantic_private__
-        assert priv is not None
-        sid: str | None = priv["_id_cache"]
+        sid: str | None = priv["_id_cache"]  # type: ignore[index]
         if sid is None:
-            sid = priv["_id_cache"] = hashlib.sha256(self.canonical_json().encode()
-                                                     ).hexdigest()[:16]
+            sid = priv["_id_cache"] = hashlib.sha256(  # type: ignore[index]
+                self.canonical_json().encode()).hexdigest()[:16]
         return sid
-
-    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False
-                   ) -> Scenario:
-        copy = super().model_copy(update=update, deep=deep)
-        copy._id_cache = None
-        return copy
 
 
 _CANONICAL_FIELDS = tuple(sorted(set(Scenario.model_fields) - METADATA_FIELDS))
