@@ -49,7 +49,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from forge.experiment_model.calibrate import CalibrateConfig, calibrate
 
     cfg = CalibrateConfig(out_dir=Path(args.out), epochs=args.epochs, ensemble=args.ensemble,
-                          seed=args.seed, paired_weight=args.paired_weight)
+                          seed=args.seed, paired_weight=args.paired_weight,
+                          handover_loss=args.handover_loss)
     con = fdb.connect(args.db)
     if not args.no_import:
         from forge.ns3.corpus import import_corpus
@@ -107,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--paired-weight", type=float, default=0.0,
                    help="weight of the paired (effect-of-change) loss on the store's calibration "
                         "pairs (python -m forge.ns3.pairs); 0 = off")
+    p.add_argument("--handover-loss", choices=("poisson", "log1p"), default="poisson",
+                   help="the handover count's loss: poisson (the prediction is the expected "
+                        "count) or log1p (Huber on log1p of the count, as models before it)")
     p.add_argument("--no-import", action="store_true",
                    help="do not import the shipped corpus into the store first")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

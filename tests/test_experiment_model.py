@@ -169,3 +169,37 @@ def test_paired_loss_learns_the_change_better():
         out = model.raw(x)[0]
         errs[wgt] = float(np.mean(np.abs((out[rc, j] - out[rb, j]) - (y[rc, j] - y[rb, j]))))
     assert errs[3.0] < errs[0.0], errs
+
+
+def test_poisson_handover_head_predicts_the_expected_count():
+    """Planted runs where every walking UE hands over as a Poisson process of mean 0.5 and no
+    static UE does: the Poisson head's prediction is the expected count, where the log1p head
+    (Huber on log1p of the count) shrinks it toward 0; an old model (no link in its meta)
+    still reads its output as log1p."""
+    from forge.experiment_model.calibrate import CalibrateConfig, train
+    from forge.experiment_model.model import ExperimentModel
+
+    runs, _ = _planted_runs(30)
+    rng = np.random.default_rng(0)
+    walking = []
+    for r in runs:
+        for u, k in zip(r.scenario.ues, r.ues, strict=True):
+            k["handovers"] = int(rng.poisson(0.5)) if u.mobility == "random_walk" else 0
+            walking.append(u.mobility == "random_walk")
+    walk = np.array(walking)
+    assert 50 < walk.sum() < len(walk) - 50
+    mean = {}
+    for loss in ("poisson", "log1p"):
+        cfg = CalibrateConfig(epochs=60, ensemble=1, hidden=32, layers=2, batch_size=128,
+                              handover_loss=loss)
+        model = train(runs, cfg, show_progress=False)
+        assert model.meta["handover_link"] == ("log" if loss == "poisson" else "log1p")
+        pred = np.array([q["handovers"] for p in model.predict([r.scenario for r in runs])
+                         for q in p.ues])
+        assert (pred >= 0).all()
+        mean[loss] = (float(pred[walk].mean()), float(pred[~walk].mean()))
+    assert 0.35 < mean["poisson"][0] < 0.7 and mean["poisson"][1] < 0.15, mean
+    assert mean["log1p"][0] < mean["poisson"][0], mean
+    legacy = ExperimentModel(model.members, {k: v for k, v in model.meta.items()
+                                             if k != "handover_link"})
+    assert legacy.handover_link == "log1p"

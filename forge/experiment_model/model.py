@@ -110,6 +110,9 @@ class ExperimentModel:
         self.x_lo = np.asarray(meta["domain"]["x_lo"], dtype=np.float32)
         self.x_hi = np.asarray(meta["domain"]["x_hi"], dtype=np.float32)
         self.model_hash: str = meta.get("model_hash", "")
+        # How the handover output maps to a count: "log" (a log rate, Poisson-trained: the
+        # expected count) or "log1p" (models trained before the Poisson head).
+        self.handover_link: str = meta.get("handover_link", "log1p")
         # The ensemble as stacked numpy weights: for the small batches of a gym step (one
         # scenario, ~20 rows) a few numpy matmuls cost far less than torch's per-call overhead.
         self._layers = self._stack(members)
@@ -240,7 +243,8 @@ class ExperimentModel:
                 "ul_loss_ratio": min(max(mean[i][5], 0.0), 1.0) if has_ul else None,
                 "rsrp_dbm": float(ph.rsrp_dbm[i] + mean[i][6]),
                 "sinr_db": float(ph.sinr_db[i] + mean[i][7]),
-                "handovers": max(math.expm1(mean[i][8]), 0.0),
+                "handovers": (math.exp(min(mean[i][8], 30.0)) if self.handover_link == "log"
+                              else max(math.expm1(mean[i][8]), 0.0)),
             })
             # Log-space spread is a relative error: of the throughput, and of the radio part of
             # the delay (scaled to the whole delay, since the path part is known exactly).
