@@ -203,3 +203,22 @@ def test_poisson_handover_head_predicts_the_expected_count():
     legacy = ExperimentModel(model.members, {k: v for k, v in model.meta.items()
                                              if k != "handover_link"})
     assert legacy.handover_link == "log1p"
+
+
+def test_rows_seen_before_come_from_the_row_cache(em):
+    """A changed network shares feature rows with its base: `raw` reuses their outputs, and a
+    batch mixing cached and new rows gives what computing it afresh gives."""
+    from forge.experiment_model.features import scenario_features
+    from forge.gym.handlers import CONFIGURE
+
+    base = sample_grid(1, seed=21)[0]
+    changed = CONFIGURE["set_ue_qci"](base, {"ue": 0, "qci": 5}).scenario
+    xb, xc = scenario_features(base)[0], scenario_features(changed)[0]
+    shared = sum(a.tobytes() == b.tobytes() for a, b in zip(xb, xc, strict=True))
+    assert 0 < shared < len(xb)  # one UE's rows changed, most did not
+    em._rows.clear()
+    em.raw(xb)
+    assert len(em._rows) == len({r.tobytes() for r in xb})
+    mixed = em.raw(xc)  # partly from the cache
+    assert len(em._rows) == len({r.tobytes() for r in np.concatenate([xb, xc])})
+    assert np.allclose(mixed, em._raw(xc), rtol=0, atol=1e-12)

@@ -35,6 +35,8 @@ from forge.scenario import Scenario
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "corpora" / "experiment_model"
 MODEL_FILE = "model.pt"
 META_FILE = "model.json"
+# Feature rows whose outputs `raw` keeps (each 5 x 9 doubles).
+ROW_CACHE = 50_000
 REBUILD_HINT = "rebuild it with `python -m forge calibrate` (see README, Experiment Model)"
 
 # KPI keys of a prediction: the same names as the measured columns of ns3_ue_kpis.
@@ -116,6 +118,7 @@ class ExperimentModel:
         # The ensemble as stacked numpy weights: for the small batches of a gym step (one
         # scenario, ~20 rows) a few numpy matmuls cost far less than torch's per-call overhead.
         self._layers = self._stack(members)
+        self._rows: dict[bytes, np.ndarray] = {}
 
     @staticmethod
     def _stack(members: list[_Net]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -178,6 +181,31 @@ class ExperimentModel:
 
     # -- prediction ----------------------------------------------------------------------------
     def raw(self, x: np.ndarray) -> np.ndarray:
+        """Ensemble outputs in target units: (members, rows, targets), for rows not seen
+        before computed by `_raw`, the others from a cache keyed by the row's bytes: a changed
+        network shares many UEs' feature rows with the one it was made from (a quarter of the
+        rows a synthesis run asks for). A row's output does not depend on the other rows of
+        its batch (bit for bit, for batches of two rows or more)."""
+        n = len(x)
+        keys = [r.tobytes() for r in x]
+        cache = self._rows
+        todo = [i for i, k in enumerate(keys) if k not in cache]
+        if len(todo) == n:
+            out = self._raw(x)
+        else:
+            out = np.empty((len(self._layers[0][0]), n, self._layers[-1][0].shape[2]))
+            for i, k in enumerate(keys):
+                if k in cache:
+                    out[:, i] = cache[k]
+            if todo:
+                out[:, todo] = self._raw(x[todo])
+        if len(cache) + len(todo) > ROW_CACHE:
+            cache.clear()
+        for i in todo:
+            cache[keys[i]] = out[:, i].copy()  # not a view: a caller may write into `out`
+        return out
+
+    def _raw(self, x: np.ndarray) -> np.ndarray:
         """Ensemble outputs in target units: (members, rows, targets).
 
         Computed in float64 (from the float32 weights, exactly widened) so that a prediction
