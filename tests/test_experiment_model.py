@@ -216,7 +216,7 @@ def test_rows_seen_before_come_from_the_row_cache(em):
     xb, xc = scenario_features(base)[0], scenario_features(changed)[0]
     shared = sum(a.tobytes() == b.tobytes() for a, b in zip(xb, xc, strict=True))
     assert 0 < shared < len(xb)  # one UE's rows changed, most did not
-    em._rows.clear()
+    em.clear_row_cache()
     em.raw(xb)
     assert len(em._rows) == len({r.tobytes() for r in xb})
     mixed = em.raw(xc)  # partly from the cache

@@ -205,6 +205,10 @@ class ExperimentModel:
             cache[keys[i]] = out[:, i].copy()  # not a view: a caller may write into `out`
         return out
 
+    def clear_row_cache(self) -> None:
+        """Forget the outputs `raw` keeps (a benchmark of fresh predictions needs this)."""
+        self._rows.clear()
+
     def _raw(self, x: np.ndarray) -> np.ndarray:
         """Ensemble outputs in target units: (members, rows, targets).
 
