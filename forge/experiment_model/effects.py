@@ -67,22 +67,13 @@ class PairData:
 def load_pairs(con: duckdb.DuckDBPyConnection, split: str = "heldout",
                grid: str | None = None) -> list[PairData]:
     """Pairs whose two runs are both stored and ok. `split`: a split name or `all`."""
+    from forge.ns3.pairs import pair_rows
+
     if not has_pairs(con):
         raise ForgeError("the store has no paired runs (table ns3_pairs): simulate some with "
                          "`python -m forge.ns3.pairs`")
-    where, params = ["b.status = 'ok'", "c.status = 'ok'"], []
-    if split != "all":
-        where.append("p.split = ?")
-        params.append(split)
-    if grid is not None:
-        where.append("p.grid = ?")
-        params.append(grid)
-    rows = con.execute(
-        "SELECT p.tool, p.args, p.split, p.grid, p.base_run_id, b.scenario, p.changed_run_id, "
-        "c.scenario FROM ns3_pairs p JOIN ns3_runs b ON b.run_id = p.base_run_id "
-        "JOIN ns3_runs c ON c.run_id = p.changed_run_id "
-        f"WHERE {' AND '.join(where)} ORDER BY p.pair_id", params).fetchall()
-    ids = sorted({r[4] for r in rows} | {r[6] for r in rows})
+    rows = pair_rows(con, split, None if grid is None else (grid,))
+    ids = sorted({r[5] for r in rows} | {r[7] for r in rows})
     kp = con.execute("SELECT * FROM ns3_ue_kpis WHERE run_id IN (SELECT unnest(?)) "
                      "ORDER BY run_id, ue", [ids])
     cols = [d[0] for d in kp.description]
@@ -91,7 +82,7 @@ def load_pairs(con: duckdb.DuckDBPyConnection, split: str = "heldout",
         d = dict(zip(cols, rec, strict=True))
         ues[d["run_id"]].append(d)
     out = []
-    for tool, args, sp, gr, bid, bscn, cid, cscn in rows:
+    for tool, args, sp, gr, _, bid, bscn, cid, cscn in rows:
         b, c = Scenario.model_validate_json(bscn), Scenario.model_validate_json(cscn)
         if len(ues[bid]) != len(b.ues) or len(ues[cid]) != len(c.ues):
             continue
@@ -180,10 +171,9 @@ def effect_report(pairs: list[PairData], predictors: dict[str, Any]) -> dict[str
 
 
 def _pair_key(p: PairData) -> tuple[int, str, str, str]:
-    from forge.ns3.pairs import REPLICATE_SEP
+    from forge.ns3.pairs import base_grid
 
-    return (p.base.scenario.seed, p.grid.split(REPLICATE_SEP)[0], p.tool,
-            json.dumps(p.args, sort_keys=True))
+    return p.base.scenario.seed, base_grid(p.grid), p.tool, json.dumps(p.args, sort_keys=True)
 
 
 def replicate_report(pairs: list[PairData], reps: list[PairData], predictors: dict[str, Any],

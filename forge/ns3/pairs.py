@@ -271,8 +271,7 @@ def ensure_table(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def pair_split(p: Pair) -> str:
-    return HOTSPOT_SPLIT if p.grid.split(REPLICATE_SEP)[0] == "hotspot" else \
-        split_of(p.base.seed)
+    return HOTSPOT_SPLIT if base_grid(p.grid) == "hotspot" else split_of(p.base.seed)
 
 
 def store_pairs(con: duckdb.DuckDBPyConnection, pairs: list[Pair], ns3_version: str) -> int:
@@ -334,21 +333,40 @@ def replicate_grid(grid: str, k: int) -> str:
     return f"{grid}{REPLICATE_SEP}{k}"
 
 
-def stored_pairs(con: duckdb.DuckDBPyConnection, split: str = "heldout",
-                 grids: tuple[str, ...] = ("pairs", "hotspot")) -> list[Pair]:
-    """The store's pairs of `split` (`all`: every split) in `grids`, as Pair objects."""
-    ensure_table(con)
-    where: list[str] = ["p.grid IN (SELECT unnest(?))"]
-    params: list[Any] = [list(grids)]
+def base_grid(grid: str) -> str:
+    """The grid a pair (or a replicate of one) was drawn from: `pairs` or `hotspot`."""
+    return grid.split(REPLICATE_SEP)[0]
+
+
+def pair_rows(con: duckdb.DuckDBPyConnection, split: str = "all",
+              grids: tuple[str, ...] | None = None) -> list[tuple[Any, ...]]:
+    """The store's pairs whose two runs are both ok, of `split` (`all`: every split) and of
+    `grids` (None: every grid, replicates included), in pair_id order: (tool, args JSON, split,
+    grid, description, base run id, base scenario JSON, changed run id, changed scenario
+    JSON). The one query behind `stored_pairs` and the effects report's `load_pairs`."""
+    where: list[str] = ["b.status = 'ok'", "c.status = 'ok'"]
+    params: list[Any] = []
     if split != "all":
         where.append("p.split = ?")
         params.append(split)
-    rows = con.execute(
-        "SELECT b.scenario, c.scenario, p.tool, p.args, p.description, p.grid FROM ns3_pairs p "
-        "JOIN ns3_runs b ON b.run_id = p.base_run_id JOIN ns3_runs c ON c.run_id = "
-        f"p.changed_run_id WHERE {' AND '.join(where)} ORDER BY p.pair_id", params).fetchall()
+    if grids is not None:
+        where.append("p.grid IN (SELECT unnest(?))")
+        params.append(list(grids))
+    return con.execute(
+        "SELECT p.tool, p.args, p.split, p.grid, p.description, p.base_run_id, b.scenario, "
+        "p.changed_run_id, c.scenario FROM ns3_pairs p "
+        "JOIN ns3_runs b ON b.run_id = p.base_run_id "
+        "JOIN ns3_runs c ON c.run_id = p.changed_run_id "
+        f"WHERE {' AND '.join(where)} ORDER BY p.pair_id", params).fetchall()
+
+
+def stored_pairs(con: duckdb.DuckDBPyConnection, split: str = "heldout",
+                 grids: tuple[str, ...] = ("pairs", "hotspot")) -> list[Pair]:
+    """The store's complete pairs of `split` in `grids`, as Pair objects."""
+    ensure_table(con)
     return [Pair(Scenario.model_validate_json(b), Scenario.model_validate_json(c), tool,
-                 json.loads(args), desc, grid) for b, c, tool, args, desc, grid in rows]
+                 json.loads(args), desc, grid)
+            for tool, args, _, grid, desc, _, b, _, c in pair_rows(con, split, grids)]
 
 
 def replicates(pairs: list[Pair], k: int) -> list[Pair]:
