@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
@@ -202,6 +204,9 @@ def test_replicates_measure_ns3_noise_on_the_pairs_themselves(con, monkeypatch):
     assert r["n_moved_gt20"] > 0 and r["ns3_self_sign_agreement_gt20"] == 1.0
     assert r["n_reproducible_gt20"] == r["n_moved_gt20"] == r["n_mean_moved_gt20"]
     assert r["model"]["sign_agreement_reproducible_gt20"] == 1.0
+    assert r["ns3_self_spearman_delta"] == pytest.approx(1.0)  # one run ranks the other's
+    assert r["delta_spearman_ceiling"] == pytest.approx(1.0)
+    assert r["model"]["spearman_delta"] == pytest.approx(1.0)  # the truth predicts itself
     assert effects_summary(sec)["hotspot_replicates"]["n_pairs"] == 3
 
 
@@ -220,4 +225,8 @@ def test_replicate_noise_is_counted_against_the_base_runs(con, monkeypatch):
     n_ues = sum(len(p.base.ues) for p in got)
     assert r is not None and r["n_ues"] == n_ues
     assert r["noise_moved_gt20"] == pytest.approx(len(got) / n_ues)  # UE 0 of every base
+    # UE 0's deltas are three times larger in the replicates: ranks across UEs change, so
+    # ns-3 no longer ranks its own effects perfectly, and the ceiling falls with it.
+    assert r["ns3_self_spearman_delta"] < 1.0
+    assert r["delta_spearman_ceiling"] == pytest.approx(math.sqrt(r["ns3_self_spearman_delta"]))
     assert replicate_report(got, [], {"model": truth}) is None

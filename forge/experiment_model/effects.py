@@ -190,7 +190,11 @@ def replicate_report(pairs: list[PairData], reps: list[PairData], predictors: di
     - per predictor, sign agreement where |d1| > `move` (the usual figure, on these pairs),
       where both |d1| and |d2| exceed `move` with one sign (`reproducible`), and where the mean
       of the two runs moves by more than `move` (`mean_of_2`), and the Spearman of predicted
-      deltas against the two runs' mean delta over the UEs it moves by more than 5 %."""
+      deltas against the two runs' mean delta over the UEs it moves by more than 5 %;
+    - `ns3_self_spearman_delta`: the Spearman of d1 against d2 over all UEs (and over the UEs
+      with |d1| > 5 %): how well one ns-3 run ranks another's effects. A predictor that knew
+      ns-3's expected effect exactly would score about its square root against single runs
+      (`delta_spearman_ceiling`), since each run adds its own noise to that expectation."""
     by_key = {_pair_key(r): r for r in reps}
     matched = [(p, by_key[_pair_key(p)]) for p in pairs if _pair_key(p) in by_key]
     if not matched:
@@ -227,6 +231,11 @@ def replicate_report(pairs: list[PairData], reps: list[PairData], predictors: di
         "n_mean_moved_gt20": int(m_mean.sum()),
         "ns3_self_sign_agreement_gt20": share(np.sign(d2[m1]) == np.sign(d1[m1])),
     }
+    m5 = np.abs(d1) / np.maximum(t0, floor) > MOVES[0]
+    for suffix, sel in (("", slice(None)), ("_moved_gt5", m5)):
+        rho = _spearman(d1[sel], d2[sel])
+        out[f"ns3_self_spearman_delta{suffix}"] = rho
+        out[f"delta_spearman_ceiling{suffix}"] = math.sqrt(rho) if rho and rho > 0 else None
     scns = [s for p, _ in matched for s in (p.base.scenario, p.changed.scenario)]
     for name, predictor in predictors.items():
         preds = predict_all(predictor, scns)
@@ -238,6 +247,8 @@ def replicate_report(pairs: list[PairData], reps: list[PairData], predictors: di
             "sign_agreement_reproducible_gt20": share(
                 np.sign(pd[reproducible]) == np.sign(d1[reproducible])),
             "sign_agreement_mean_of_2_gt20": share(np.sign(pd[m_mean]) == np.sign(dm[m_mean])),
+            "spearman_delta": _spearman(pd, d1),
+            "spearman_delta_moved_gt5": _spearman(pd[m5], d1[m5]),
             "spearman_delta_mean_of_2": _spearman(pd, dm),
             "spearman_delta_mean_of_2_moved_gt5": _spearman(pd[m_mean5], dm[m_mean5]),
         }
@@ -328,6 +339,13 @@ def print_replicates(rep: dict[str, Any], title: str) -> None:
               f"{_f(m['spearman_delta_mean_of_2']):>16}   "
               f"(reproducible: {rep['n_reproducible_gt20']}, mean of 2: "
               f"{rep['n_mean_moved_gt20']} UEs)")
+    print(f"  delta Spearman, all UEs / UEs moved > 5 %: ns-3 run vs replicate "
+          f"{_f(rep['ns3_self_spearman_delta'])} / {_f(rep['ns3_self_spearman_delta_moved_gt5'])}"
+          f" (ceiling for any predictor ~{_f(rep['delta_spearman_ceiling'])} / "
+          f"{_f(rep['delta_spearman_ceiling_moved_gt5'])}); "
+          + ", ".join(f"{n} {_f(rep[n]['spearman_delta'])} / "
+                      f"{_f(rep[n]['spearman_delta_moved_gt5'])}"
+                      for n in ("model", "physics_prior")))
 
 
 def effects_section(con: duckdb.DuckDBPyConnection, model: Any, split: str = "heldout"
@@ -383,7 +401,10 @@ def effects_summary(sec: dict[str, Any]) -> dict[str, Any]:
                          "dl_sign_agreement_mean_of_2_gt20":
                              r["model"]["sign_agreement_mean_of_2_gt20"],
                          "dl_spearman_delta_mean_of_2":
-                             r["model"]["spearman_delta_mean_of_2"]}
+                             r["model"]["spearman_delta_mean_of_2"],
+                         "ns3_self_spearman_delta": r["ns3_self_spearman_delta"],
+                         "delta_spearman_ceiling": r["delta_spearman_ceiling"],
+                         "dl_spearman_delta": r["model"]["spearman_delta"]}
     if "hotspot_absolute" in sec:
         d = sec["hotspot_absolute"]["model"]["dl_throughput_mbps"]
         out["hotspot_dl_congested_median_ape"] = d["congested"]["median_ape"]
