@@ -8,7 +8,8 @@ handover count ns-3 measured against each model's prediction, next to the all-ze
 Counts are rare (most UEs never hand over), so three errors are printed: MAE (which the
 all-zero baseline wins unless a model is sure where handovers happen), mean squared error and
 the Poisson deviance (both reward predicting the expected count; the all-zero baseline has no
-finite deviance, so a constant rate, the held-out mean itself, stands in for it), each on all
+finite deviance, so a constant rate, the held-out mean itself, stands in for it), and the AUC
+(how well the predictions rank the UEs that hand over above those that do not), each on all
 held-out runs and on the runs of the handover grid alone (`--long`: simulated time of at least
 this many seconds; the grid's runs last 8 s). One JSON line per model and baseline.
 """
@@ -20,6 +21,7 @@ import json
 
 import duckdb
 import numpy as np
+from scipy.stats import rankdata
 
 from forge.experiment_model import ExperimentModel
 from forge.experiment_model.calibrate import load_runs
@@ -32,9 +34,16 @@ def errors(true: np.ndarray, pred: np.ndarray) -> dict[str, float | int | None]:
     dev = None if (pred[pos] <= 0).any() else float(2 * (np.where(
         pos, true * np.log(np.maximum(true, 1e-12) / np.maximum(pred, 1e-300)), 0.0)
         - (true - pred)).mean())
-    return {"n_ues": len(true), "n_with_handovers": int(pos.sum()),
+    # AUC: the chance that a UE that handed over is ranked above one that did not (ties half).
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    auc = None
+    if n_pos and n_neg:
+        ranks = rankdata(pred)
+        auc = float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return {"n_ues": len(true), "n_with_handovers": n_pos,
             "handovers": float(true.sum()), "mae": float(np.abs(pred - true).mean()),
-            "mse": float(((pred - true) ** 2).mean()), "poisson_deviance": dev}
+            "mse": float(((pred - true) ** 2).mean()), "poisson_deviance": dev, "auc": auc,
+            "mean_pred": float(pred.mean()), "mean_true": float(true.mean())}
 
 
 def main() -> int:

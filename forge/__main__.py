@@ -50,7 +50,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     cfg = CalibrateConfig(out_dir=Path(args.out), epochs=args.epochs, ensemble=args.ensemble,
                           seed=args.seed, paired_weight=args.paired_weight,
-                          handover_loss=args.handover_loss)
+                          handover_loss=args.handover_loss, handover_head=args.handover_head)
     con = fdb.connect(args.db)
     if not args.no_import:
         from forge.ns3.corpus import import_corpus
@@ -111,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--handover-loss", choices=("poisson", "log1p"), default="poisson",
                    help="the handover count's loss: poisson (the prediction is the expected "
                         "count) or log1p (Huber on log1p of the count, as models before it)")
+    p.add_argument("--handover-head", choices=("glm", "net"), default="glm",
+                   help="what predicts handover counts: glm (a Poisson regression on walked "
+                        "distance, border distance and handover settings) or net (the "
+                        "ensemble's own output)")
     p.add_argument("--no-import", action="store_true",
                    help="do not import the shipped corpus into the store first")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -191,7 +191,7 @@ def test_poisson_handover_head_predicts_the_expected_count():
     mean = {}
     for loss in ("poisson", "log1p"):
         cfg = CalibrateConfig(epochs=60, ensemble=1, hidden=32, layers=2, batch_size=128,
-                              handover_loss=loss)
+                              handover_loss=loss, handover_head="net")
         model = train(runs, cfg, show_progress=False)
         assert model.meta["handover_link"] == ("log" if loss == "poisson" else "log1p")
         pred = np.array([q["handovers"] for p in model.predict([r.scenario for r in runs])
@@ -203,6 +203,81 @@ def test_poisson_handover_head_predicts_the_expected_count():
     legacy = ExperimentModel(model.members, {k: v for k, v in model.meta.items()
                                              if k != "handover_link"})
     assert legacy.handover_link == "log1p"
+
+
+def _handover_rows(n: int, seed: int):
+    """Feature rows of `n` handover-grid networks (walkers near borders) and each row's run."""
+    from forge.experiment_model.features import scenario_features
+
+    scns = sample_grid(n, seed=seed, handover=True)
+    x = [scenario_features(s)[0] for s in scns]
+    groups = np.concatenate([np.full(len(r), k) for k, r in enumerate(x)])
+    return scns, np.concatenate(x), groups
+
+
+def test_handover_glm_recovers_a_planted_rate():
+    """Counts drawn from a known log-linear rate over the GLM's terms (more path, more
+    handovers; further from the border, fewer), none for UEs that cannot hand over: the fit
+    finds the rate (cross-validated penalty) and predicts exactly 0 where no handover can
+    happen."""
+    from forge.experiment_model import handover as H
+
+    _, x, groups = _handover_rows(120, seed=3)
+    act = H.active(x)
+    assert 300 < act.sum() < len(x)  # walkers with handovers on, and others
+    z = H.design(x)
+    zs = (z - z[act].mean(0)) / z[act].std(0)
+    true_mu = np.where(act, np.exp(-1.5 + 0.9 * zs[:, 0] - 0.7 * zs[:, 1]), 0.0)
+    counts = np.random.default_rng(0).poisson(true_mu).astype(float)
+    params = H.fit(x, counts, groups)
+    assert params["terms"] == list(H.TERMS) and params["alpha"] in (1e-4, 1e-3, 1e-2, 1e-1)
+    coef = dict(zip(H.TERMS, params["coef"], strict=True))
+    assert coef["log_path_m"] > 0.4 and coef["gap_db"] < -0.3, coef
+    mu = H.predict(params, x)
+    assert (mu[~act] == 0).all() and (mu[act] > 0).all()
+    # The fitted rate tracks the planted one, and scores better than a constant rate would.
+    assert np.corrcoef(np.log(mu[act]), np.log(true_mu[act]))[0, 1] > 0.9
+    const = np.full(act.sum(), counts[act].mean())
+    assert H.deviance(counts[act], mu[act]) < H.deviance(counts[act], const)
+    with pytest.raises(ValueError, match="nothing to fit"):
+        H.fit(x, np.zeros(len(x)), groups)
+    with pytest.raises(ValueError, match="terms"):
+        H.predict(dict(params, terms=["speed"]), x)
+
+
+def test_calibrated_model_predicts_handovers_with_its_glm():
+    """`train` fits the GLM when the runs hold handovers (the default head), keeps it in the
+    model's meta (and so in its hash), and the model's predicted counts are the GLM's; the
+    "net" head, and runs without any handover, leave the ensemble's output in charge."""
+    from forge.experiment_model import handover as H
+    from forge.experiment_model.calibrate import CalibrateConfig, RunData, train
+    from forge.gym.closed_form import ClosedFormModel
+
+    scns, x, _ = _handover_rows(40, seed=5)
+    act = H.active(x)
+    rng = np.random.default_rng(1)
+    cf = ClosedFormModel()
+    runs, k = [], 0
+    for s in scns:
+        ues = []
+        for q in cf.predict_one(s).ues:
+            ues.append(dict(q, handovers=int(rng.poisson(0.4)) if act[k] else 0))
+            k += 1
+        runs.append(RunData(s, ues, "calibration", s.scenario_id))
+    cfg = CalibrateConfig(epochs=1, ensemble=1, hidden=16, layers=2)
+    model = train(runs, cfg, show_progress=False)
+    glm = model.meta["handover_glm"]
+    assert glm["n_rows"] == act.sum() and glm["n_handovers"] > 0
+    got = np.array([q["handovers"] for p in model.predict(scns) for q in p.ues])
+    assert np.allclose(got, H.predict(glm, x)) and (got[~act] == 0).all()
+    assert abs(got[act].mean() - 0.4) < 0.15  # a flat planted rate: the fit finds its level
+    net = train(runs, CalibrateConfig(epochs=1, ensemble=1, hidden=16, layers=2,
+                                      handover_head="net"), show_progress=False)
+    assert "handover_glm" not in net.meta and net.handover_glm is None
+    for r in runs:
+        for u in r.ues:
+            u["handovers"] = 0
+    assert "handover_glm" not in train(runs, cfg, show_progress=False).meta
 
 
 def test_rows_seen_before_come_from_the_row_cache(em):

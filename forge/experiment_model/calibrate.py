@@ -26,6 +26,7 @@ from scipy.stats import spearmanr
 
 from forge.db import ForgeError
 from forge.experiment_model import features as F
+from forge.experiment_model import handover
 from forge.experiment_model.model import ExperimentModel, _Net
 from forge.scenario import Scenario
 
@@ -72,6 +73,12 @@ class CalibrateConfig:
     # squared error need); "log1p": Huber on log1p(count), whose back-transform sits near 0
     # for a rare event (models before issue 11's handover work).
     handover_loss: str = "poisson"
+    # What predicts the handover count: "glm", a Poisson regression on a UE's walked distance,
+    # border distance and handover settings (forge.experiment_model.handover; it beat the
+    # all-zero baseline on held-out runs where the ensemble's own output did not), fitted on
+    # the calibration runs after the ensemble; "net", the ensemble's handover output. A store
+    # in which no UE hands over has nothing to fit a GLM on and keeps "net".
+    handover_head: str = "glm"
 
     @property
     def n_epochs(self) -> int:
@@ -175,7 +182,10 @@ def train(runs: list[RunData], cfg: CalibrateConfig, show_progress: bool = True,
     torch.set_num_threads(1)
     if cfg.handover_loss not in ("poisson", "log1p"):
         raise ForgeError(f"handover_loss is poisson or log1p, not {cfg.handover_loss!r}")
+    if cfg.handover_head not in ("glm", "net"):
+        raise ForgeError(f"handover_head is glm or net, not {cfg.handover_head!r}")
     x, y, m, groups, congested = _matrix(runs)
+    ho_glm = _fit_handover_glm(x, y, m, groups, cfg)
     x_mean, x_std = x.mean(0), x.std(0) + 1e-6
     msum = np.maximum(m.sum(0), 1)
     y_mean = (y * m).sum(0) / msum
@@ -257,6 +267,7 @@ def train(runs: list[RunData], cfg: CalibrateConfig, show_progress: bool = True,
         "layers": cfg.layers, "x_mean": x_mean.tolist(), "x_std": x_std.tolist(),
         "y_mean": y_mean.tolist(), "y_std": y_std.tolist(),
         "handover_link": "log" if poisson else "log1p",
+        **({"handover_glm": ho_glm} if ho_glm is not None else {}),
         "domain": {
             "x_lo": (x.min(0) - cfg.domain_margin * span).tolist(),
             "x_hi": (x.max(0) + cfg.domain_margin * span).tolist(),
@@ -268,6 +279,19 @@ def train(runs: list[RunData], cfg: CalibrateConfig, show_progress: bool = True,
         | {"n_runs": len(runs), "n_ues": len(x), "n_pairs": len(pairs or []) if use_pairs else 0},
     }
     return ExperimentModel(members, meta)
+
+
+def _fit_handover_glm(x: np.ndarray, y: np.ndarray, m: np.ndarray, groups: np.ndarray,
+                      cfg: CalibrateConfig) -> dict[str, Any] | None:
+    """The handover GLM's parameters (None for the "net" head, or when no UE handed over)."""
+    if cfg.handover_head != "glm":
+        return None
+    ho = F.TARGETS.index("handovers")
+    have = m[:, ho] > 0
+    counts = np.round(np.expm1(y[have, ho].astype(np.float64)))  # the target is log1p(count)
+    if not (counts[handover.active(x[have])] > 0).any():
+        return None
+    return handover.fit(x[have], counts, groups[have], seed=cfg.seed)
 
 
 def nn_huber(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ from torch import nn
 
 from forge.db import ForgeError
 from forge.experiment_model import features as F
+from forge.experiment_model import handover
 from forge.experiment_model.physics import Physics
 from forge.ns3.sweep import cell_aggregates
 from forge.scenario import Scenario
@@ -115,6 +116,9 @@ class ExperimentModel:
         # How the handover output maps to a count: "log" (a log rate, Poisson-trained: the
         # expected count) or "log1p" (models trained before the Poisson head).
         self.handover_link: str = meta.get("handover_link", "log1p")
+        # Models since issue 11's handover GLM predict counts with it (forge.experiment_model.
+        # handover) instead of the ensemble's handover output.
+        self.handover_glm: dict[str, Any] | None = meta.get("handover_glm")
         # The ensemble as stacked numpy weights: for the small batches of a gym step (one
         # scenario, ~20 rows) a few numpy matmuls cost far less than torch's per-call overhead.
         self._layers = self._stack(members)
@@ -242,20 +246,27 @@ class ExperimentModel:
             return []
         x = np.concatenate([f[0] for f in feats])
         y = self.raw(x)
+        ho = handover.predict(self.handover_glm, x) if self.handover_glm else None
         out, k = [], 0
         for scn, (xf, ph) in zip(scenarios, feats, strict=True):
             n = len(scn.ues)
-            out.append(self._assemble(scn, ph, xf, y[:, k:k + n]))
+            out.append(self._assemble(scn, ph, xf, y[:, k:k + n],
+                                      None if ho is None else ho[k:k + n]))
             k += n
         return out
 
     def predict_one(self, scenario: Scenario) -> ScenarioPrediction:
         return self.predict([scenario])[0]
 
-    def _assemble(self, scn: Scenario, ph: Physics, x: np.ndarray, y: np.ndarray
-                  ) -> ScenarioPrediction:
+    def _assemble(self, scn: Scenario, ph: Physics, x: np.ndarray, y: np.ndarray,
+                  ho: np.ndarray | None = None) -> ScenarioPrediction:
         # Python floats from here on: indexing numpy scalars UE by UE cost more than the math.
         mean = y.mean(0).tolist()
+        if ho is None:
+            ho_count = [math.exp(min(r[8], 30.0)) if self.handover_link == "log"
+                        else max(math.expm1(r[8]), 0.0) for r in mean]
+        else:
+            ho_count = ho.tolist()
         spread = y.std(0).tolist()
         ues, unc = [], []
         for i, u in enumerate(scn.ues):
@@ -275,8 +286,7 @@ class ExperimentModel:
                 "ul_loss_ratio": min(max(mean[i][5], 0.0), 1.0) if has_ul else None,
                 "rsrp_dbm": float(ph.rsrp_dbm[i] + mean[i][6]),
                 "sinr_db": float(ph.sinr_db[i] + mean[i][7]),
-                "handovers": (math.exp(min(mean[i][8], 30.0)) if self.handover_link == "log"
-                              else max(math.expm1(mean[i][8]), 0.0)),
+                "handovers": ho_count[i],
             })
             # Log-space spread is a relative error: of the throughput, and of the radio part of
             # the delay (scaled to the whole delay, since the path part is known exactly).
