@@ -6,7 +6,10 @@ Over the complete grid pairs of a pairs store (`python -m forge.ns3.pairs`), eve
 throughput ns-3 moves by more than 20 % is *direct* when the change names it or its serving
 cell (before or after the change), else *indirect* (a neighbour cell's interference or load).
 For each group it prints the shipped model's sign agreement, and the same for the UEs the
-model predicts to move by less than 2 % (the effects it does not see at all). One JSON line.
+model predicts to move by less than 2 % (the effects it does not see at all). Where a pair has
+a replicate (`python -m forge.ns3.pairs --replicate 1`), each group also gets ns-3's agreement
+with itself (`ns3_self`: the replicate's move has the pair's sign) and the model's on the same
+UEs, so a group's gap can be told apart from ns-3's own noise. One JSON line.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from collections import Counter
 import duckdb
 
 from forge.experiment_model import ExperimentModel
-from forge.experiment_model.effects import load_pairs, predict_all
+from forge.experiment_model.effects import _pair_key, load_pairs, predict_all
+from forge.ns3.pairs import replicate_grid
 
 
 def main() -> int:
@@ -29,6 +33,7 @@ def main() -> int:
     args = ap.parse_args()
     con = duckdb.connect(args.db, read_only=True)
     pairs = load_pairs(con, args.split, "pairs")
+    reps = {_pair_key(r): r for r in load_pairs(con, args.split, replicate_grid("pairs", 1))}
     con.close()
     preds = predict_all(ExperimentModel.load(),
                         [p.base.scenario for p in pairs] + [p.changed.scenario for p in pairs])
@@ -53,6 +58,15 @@ def main() -> int:
                 if key:
                     n[key] += 1
                     ok[key] += agree
+            rep = reps.get(_pair_key(p))
+            r0 = rep.base.ues[i].get("dl_throughput_mbps") if rep else None
+            r1 = rep.changed.ues[i].get("dl_throughput_mbps") if rep else None
+            if r0 is not None and r1 is not None:
+                key = f"{group}_replicated"
+                n[key] += 1
+                ok[key] += agree
+                n[f"{key}_ns3_self"] += 1
+                ok[f"{key}_ns3_self"] += (r1 > r0) == (t1 > t0) and r1 != r0
     print(json.dumps({"pairs": len(pairs), "move": args.move,
                       **{k: {"n_ues": n[k], "sign_agreement": round(ok[k] / n[k], 3)}
                          for k in sorted(n)}}))
