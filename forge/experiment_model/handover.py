@@ -110,7 +110,7 @@ def fit(x: np.ndarray, counts: np.ndarray, groups: np.ndarray,
                 continue
             b = _fit(z[tr], y[tr], a)
             dev += deviance(y[va], np.exp(np.minimum(b[0] + z[va] @ b[1:], 30.0))) * va.sum()
-        cv[a] = dev / len(y)
+        cv[a] = float(dev / len(y))
     best = min(cv, key=lambda a: cv[a])
     beta = _fit(z, y, best)
     return {"terms": list(TERMS), "mean": mean.tolist(), "std": std.tolist(),
