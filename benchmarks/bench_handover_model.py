@@ -67,15 +67,22 @@ def main() -> int:
     print(json.dumps({"model": "constant rate (held-out mean)", "heldout": errors(true, const),
                       "handover_grid": errors(true[long], const_long)}))
     for d in args.model_dir or [None]:
-        model = ExperimentModel.load(d)
-        preds = model.predict([r.scenario for r in runs])
-        pred = np.array([float(q["handovers"]) for p in preds for q in p.ues])
-        in_dom = float(np.mean([p.in_domain for p, r in zip(preds, runs, strict=True)
-                                if r.scenario.sim_time_s >= args.long] or [np.nan]))
-        print(json.dumps({"model": d or "shipped", "model_hash": model.model_hash[:12],
-                          "heldout": errors(true, pred),
-                          "handover_grid": errors(true[long], pred[long]),
-                          "handover_grid_in_domain_share": in_dom}))
+        loaded = ExperimentModel.load(d)
+        heads = [("", loaded)]
+        if loaded.handover_glm:
+            # The same ensemble read through its own handover output: the two heads side by side.
+            meta = {k: v for k, v in loaded.meta.items() if k != "handover_glm"}
+            heads.append((" (ensemble output)", ExperimentModel(loaded.members, meta)))
+        for label, model in heads:
+            preds = model.predict([r.scenario for r in runs])
+            pred = np.array([float(q["handovers"]) for p in preds for q in p.ues])
+            in_dom = float(np.mean([p.in_domain for p, r in zip(preds, runs, strict=True)
+                                    if r.scenario.sim_time_s >= args.long] or [np.nan]))
+            print(json.dumps({"model": (d or "shipped") + label,
+                              "model_hash": loaded.model_hash[:12],
+                              "heldout": errors(true, pred),
+                              "handover_grid": errors(true[long], pred[long]),
+                              "handover_grid_in_domain_share": in_dom}))
     return 0
 
 
