@@ -24,19 +24,17 @@ from typing import Any
 
 import duckdb
 import numpy as np
-from scipy.stats import spearmanr
 
 from forge.experiment_model import ExperimentModel
-from forge.experiment_model.effects import _pair_key, load_pairs, predict_all
+from forge.experiment_model.effects import load_pairs, match_replicates, predict_all, spearman
 from forge.ns3.pairs import replicate_grid
 
 KPI = "dl_throughput_mbps"
 
 
 def _rho(a: np.ndarray, b: np.ndarray) -> float | None:
-    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return None
-    return round(float(spearmanr(a, b).statistic), 3)
+    rho = spearman(a, b)
+    return None if rho is None else round(rho, 3)
 
 
 def main() -> int:
@@ -48,9 +46,8 @@ def main() -> int:
     args = ap.parse_args()
     con = duckdb.connect(args.db, read_only=True)
     pairs = load_pairs(con, args.split, "pairs")
-    reps = {_pair_key(r): r for r in load_pairs(con, args.split, replicate_grid("pairs", 1))}
+    matched = match_replicates(pairs, load_pairs(con, args.split, replicate_grid("pairs", 1)))
     con.close()
-    matched = [(p, reps[_pair_key(p)]) for p in pairs if _pair_key(p) in reps]
     if not matched:
         raise SystemExit("no replicated pairs in this store: run `python -m forge.ns3.pairs "
                          "--replicate 1 --split heldout` first")

@@ -21,7 +21,7 @@ from collections import Counter
 import duckdb
 
 from forge.experiment_model import ExperimentModel
-from forge.experiment_model.effects import _pair_key, load_pairs, predict_all
+from forge.experiment_model.effects import load_pairs, match_replicates, predict_all
 from forge.ns3.pairs import replicate_grid
 
 
@@ -33,7 +33,8 @@ def main() -> int:
     args = ap.parse_args()
     con = duckdb.connect(args.db, read_only=True)
     pairs = load_pairs(con, args.split, "pairs")
-    reps = {_pair_key(r): r for r in load_pairs(con, args.split, replicate_grid("pairs", 1))}
+    reps = dict((id(p), r) for p, r in match_replicates(
+        pairs, load_pairs(con, args.split, replicate_grid("pairs", 1))))
     con.close()
     preds = predict_all(ExperimentModel.load(),
                         [p.base.scenario for p in pairs] + [p.changed.scenario for p in pairs])
@@ -58,7 +59,7 @@ def main() -> int:
                 if key:
                     n[key] += 1
                     ok[key] += agree
-            rep = reps.get(_pair_key(p))
+            rep = reps.get(id(p))
             r0 = rep.base.ues[i].get("dl_throughput_mbps") if rep else None
             r1 = rep.changed.ues[i].get("dl_throughput_mbps") if rep else None
             if r0 is not None and r1 is not None:

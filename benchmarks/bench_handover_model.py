@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 import duckdb
 import numpy as np
@@ -25,15 +26,15 @@ from scipy.stats import rankdata
 
 from forge.experiment_model import ExperimentModel
 from forge.experiment_model.calibrate import load_runs
+from forge.experiment_model.handover import deviance
 
 
 def errors(true: np.ndarray, pred: np.ndarray) -> dict[str, float | int | None]:
-    # Poisson deviance: 2 * mean(y log(y/mu) - (y - mu)), with 0 log 0 = 0; infinite where a
-    # UE hands over against a predicted rate of 0 (reported as None).
+    # Poisson deviance; infinite where a UE hands over against a predicted rate of 0 (None).
     pos = true > 0
-    dev = None if (pred[pos] <= 0).any() else float(2 * (np.where(
-        pos, true * np.log(np.maximum(true, 1e-12) / np.maximum(pred, 1e-300)), 0.0)
-        - (true - pred)).mean())
+    dev: float | None = deviance(true, pred)
+    if dev is not None and math.isinf(dev):
+        dev = None
     # AUC: the chance that a UE that handed over is ranked above one that did not (ties half).
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
     auc = None

@@ -124,19 +124,20 @@ def effect_metrics(tb: np.ndarray, ta: np.ndarray, pb: np.ndarray, pa: np.ndarra
         agree = np.sign(pred_d[sel]) == np.sign(true_d[sel])
         out[f"sign_agreement_gt{int(m * 100)}"] = float(agree.mean()) if sel.any() else None
         out[f"n_moved_gt{int(m * 100)}"] = int(sel.sum())
-    out["spearman_delta"] = _spearman(pred_d, true_d)
+    out["spearman_delta"] = spearman(pred_d, true_d)
     # Over all UEs most deltas are ns-3's noise around 0 (a change moves a few UEs): the same
     # rank correlation over the UEs ns-3 moves by more than 5 % says how well the model ranks
     # the effects that exist.
     moved = rel > MOVES[0]
-    out["spearman_delta_moved_gt5"] = _spearman(pred_d[moved], true_d[moved])
+    out["spearman_delta_moved_gt5"] = spearman(pred_d[moved], true_d[moved])
     lt = np.log(np.maximum(ta, floor) / np.maximum(tb, floor))
     lp = np.log(np.maximum(pa, floor) / np.maximum(pb, floor))
-    out["spearman_log_ratio"] = _spearman(lp, lt)
+    out["spearman_log_ratio"] = spearman(lp, lt)
     return out
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Spearman's rho, or None where it is undefined (fewer than 3 values, or one side flat)."""
     if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return None
     return float(spearmanr(a, b).statistic)
@@ -176,6 +177,14 @@ def _pair_key(p: PairData) -> tuple[int, str, str, str]:
     return p.base.scenario.seed, base_grid(p.grid), p.tool, json.dumps(p.args, sort_keys=True)
 
 
+def match_replicates(pairs: list[PairData], reps: list[PairData]
+                     ) -> list[tuple[PairData, PairData]]:
+    """Each pair with its replicate (the same base, grid, tool and arguments under another
+    RngRun), in the pairs' order; pairs without one are left out."""
+    by_key = {_pair_key(r): r for r in reps}
+    return [(p, by_key[_pair_key(p)]) for p in pairs if _pair_key(p) in by_key]
+
+
 def replicate_report(pairs: list[PairData], reps: list[PairData], predictors: dict[str, Any],
                      move: float = 0.20) -> dict[str, Any] | None:
     """ns-3's run-to-run noise on the pairs themselves, and the model judged on effects that
@@ -195,8 +204,7 @@ def replicate_report(pairs: list[PairData], reps: list[PairData], predictors: di
       with |d1| > 5 %): how well one ns-3 run ranks another's effects. A predictor that knew
       ns-3's expected effect exactly would score about its square root against single runs
       (`delta_spearman_ceiling`), since each run adds its own noise to that expectation."""
-    by_key = {_pair_key(r): r for r in reps}
-    matched = [(p, by_key[_pair_key(p)]) for p in pairs if _pair_key(p) in by_key]
+    matched = match_replicates(pairs, reps)
     if not matched:
         return None
     kpi, floor = "dl_throughput_mbps", FLOOR["dl_throughput_mbps"]
@@ -233,7 +241,7 @@ def replicate_report(pairs: list[PairData], reps: list[PairData], predictors: di
     }
     m5 = np.abs(d1) / np.maximum(t0, floor) > MOVES[0]
     for suffix, sel in (("", slice(None)), ("_moved_gt5", m5)):
-        rho = _spearman(d1[sel], d2[sel])
+        rho = spearman(d1[sel], d2[sel])
         out[f"ns3_self_spearman_delta{suffix}"] = rho
         out[f"delta_spearman_ceiling{suffix}"] = math.sqrt(rho) if rho and rho > 0 else None
     scns = [s for p, _ in matched for s in (p.base.scenario, p.changed.scenario)]
@@ -247,10 +255,10 @@ def replicate_report(pairs: list[PairData], reps: list[PairData], predictors: di
             "sign_agreement_reproducible_gt20": share(
                 np.sign(pd[reproducible]) == np.sign(d1[reproducible])),
             "sign_agreement_mean_of_2_gt20": share(np.sign(pd[m_mean]) == np.sign(dm[m_mean])),
-            "spearman_delta": _spearman(pd, d1),
-            "spearman_delta_moved_gt5": _spearman(pd[m5], d1[m5]),
-            "spearman_delta_mean_of_2": _spearman(pd, dm),
-            "spearman_delta_mean_of_2_moved_gt5": _spearman(pd[m_mean5], dm[m_mean5]),
+            "spearman_delta": spearman(pd, d1),
+            "spearman_delta_moved_gt5": spearman(pd[m5], d1[m5]),
+            "spearman_delta_mean_of_2": spearman(pd, dm),
+            "spearman_delta_mean_of_2_moved_gt5": spearman(pd[m_mean5], dm[m_mean5]),
         }
     return out
 

@@ -41,6 +41,10 @@ TARGETS = (
     "sinr_res",     # measured SINR minus the physics SINR (dB)
     "handovers",    # log1p(handover count)
 )
+# Features that are a physical quantity divided by a fixed scale, and that scale (the handover
+# model, forge.experiment_model.handover, reads the physical values back).
+SCALES = {"rsrp": 100.0, "gap": 30.0, "speed": 30.0, "hysteresis": 15.0, "ttt": 1024.0,
+          "n_active": 7.0, "sim_time": 4.0}
 RATIO_FLOOR = math.log(1e-3)
 RAN_DELAY_FLOOR_MS = 0.5
 
@@ -98,8 +102,8 @@ def scenario_features(scn: Scenario) -> tuple[np.ndarray, physics.Physics]:
     # every state it predicts).
     cols = [
         log(dl), log(ul + 0.01), (ul > 0).astype(float),
-        ph.rsrp_dbm / 100, ph.sinr_db / 30, ph.sinr_eff_db / 30,
-        np.minimum(ph.second_gap_db, 60.0) / 30,
+        ph.rsrp_dbm / SCALES["rsrp"], ph.sinr_db / 30, ph.sinr_eff_db / 30,
+        np.minimum(ph.second_gap_db, 60.0) / SCALES["gap"],
         log(ph.dl_cap_mbps + 1e-3), log(ph.ul_cap_mbps + 1e-3),
         log(ph.dl_demand + 1e-4), log(ph.ul_demand + 1e-4),
         log(ph.cell_load[s] + 1e-4), log(ph.ul_cell_load[s] + 1e-4),
@@ -108,9 +112,10 @@ def scenario_features(scn: Scenario) -> tuple[np.ndarray, physics.Physics]:
         *sched.T,
         log(rbs) / math.log(100), txp / 46,
         gbr, qci / 9, edge, log(ue_server_delay + 1.0),
-        mobile, speed / 30,
-        ho_on, hyst / 15, ttt / 1024,
-        np.full(n, n_active / 7), np.full(n, scn.sim_time_s / 4), pkt / 1472, log(pps + 1),
+        mobile, speed / SCALES["speed"],
+        ho_on, hyst / SCALES["hysteresis"], ttt / SCALES["ttt"],
+        np.full(n, n_active / SCALES["n_active"]),
+        np.full(n, scn.sim_time_s / SCALES["sim_time"]), pkt / 1472, log(pps + 1),
         log(cell_gbr[s] + 1e-4), log(cell_max[s] + 1e-4), log(cell_mean[s] + 1e-4),
         ph.dl_demand / np.maximum(cell_max[s], 1e-9), nbr_load, ul_nbr,
         ph.ul_sinr_db / 30, log(np.minimum(ph.queue_ms, 1e4)),

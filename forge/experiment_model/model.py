@@ -246,27 +246,31 @@ class ExperimentModel:
             return []
         x = np.concatenate([f[0] for f in feats])
         y = self.raw(x)
-        ho = handover.predict(self.handover_glm, x) if self.handover_glm else None
+        ho = self._handover_counts(x, y)
         out, k = [], 0
         for scn, (xf, ph) in zip(scenarios, feats, strict=True):
             n = len(scn.ues)
-            out.append(self._assemble(scn, ph, xf, y[:, k:k + n],
-                                      None if ho is None else ho[k:k + n]))
+            out.append(self._assemble(scn, ph, xf, y[:, k:k + n], ho[k:k + n]))
             k += n
         return out
+
+    def _handover_counts(self, x: np.ndarray, y: np.ndarray) -> list[float]:
+        """Expected handover count of each row: from the handover GLM where the model has one,
+        else from the ensemble's mean output, read through the model's link."""
+        if self.handover_glm:
+            return handover.predict(self.handover_glm, x).tolist()
+        mean = y[:, :, F.TARGETS.index("handovers")].mean(0).tolist()
+        if self.handover_link == "log":
+            return [math.exp(min(v, 30.0)) for v in mean]
+        return [max(math.expm1(v), 0.0) for v in mean]
 
     def predict_one(self, scenario: Scenario) -> ScenarioPrediction:
         return self.predict([scenario])[0]
 
     def _assemble(self, scn: Scenario, ph: Physics, x: np.ndarray, y: np.ndarray,
-                  ho: np.ndarray | None = None) -> ScenarioPrediction:
+                  ho_count: list[float]) -> ScenarioPrediction:
         # Python floats from here on: indexing numpy scalars UE by UE cost more than the math.
         mean = y.mean(0).tolist()
-        if ho is None:
-            ho_count = [math.exp(min(r[8], 30.0)) if self.handover_link == "log"
-                        else max(math.expm1(r[8]), 0.0) for r in mean]
-        else:
-            ho_count = ho.tolist()
         spread = y.std(0).tolist()
         ues, unc = [], []
         for i, u in enumerate(scn.ues):
