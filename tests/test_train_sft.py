@@ -338,6 +338,10 @@ def test_smollm2_loads_with_protocol_tokens(tmp_path: Path) -> None:
     codec = ChatCodec(tok)
     for t in SPECIAL_TOKENS:
         assert len(tok.encode(t, add_special_tokens=False)) == 1
+    # Added tags start from the pieces of their text, so they differ from each other.
+    emb = model.get_input_embeddings().weight
+    a, b = (tok.convert_tokens_to_ids(t) for t in ("<ans>", "</ans>"))
+    assert not torch.equal(emb[a], emb[b])
     msgs = [{"role": "system", "content": solve_system_prompt()},
             {"role": "user", "content": "List the cells."},
             {"role": "assistant", "content": '<action>{"tool": "list_cells", "args": {}}</action>'}]
@@ -350,6 +354,53 @@ def test_smollm2_loads_with_protocol_tokens(tmp_path: Path) -> None:
         assert torch.equal(model.eval()(x).logits, m2(x).logits)
 
 
+def _tag_nll(model: Any, rows: list[tuple[list[int], list[int]]], tag_ids: list[int]) -> float:
+    """Mean NLL, under the model's own logits, of the tag tokens where they carry loss."""
+    import torch
+
+    tot, n = 0.0, 0
+    with torch.no_grad():
+        for ids, mask in rows:
+            lp = torch.log_softmax(model(torch.tensor([ids])).logits[0], -1)
+            for t in range(len(ids) - 1):
+                if mask[t + 1] and ids[t + 1] in tag_ids:
+                    tot -= float(lp[t, ids[t + 1]])
+                    n += 1
+    assert n > 0
+    return tot / n
+
+
+def test_fit_token_rows_teaches_fresh_tags(tok: Any, rows: list[list[dict[str, Any]]]) -> None:
+    """Tags that start as one shared row (a freshly grown vocabulary) are fitted to the model's
+    hidden states: their NLL where the policy must emit them falls, and no other row moves."""
+    import torch
+
+    from forge.train.chat import TAGS
+    from forge.train.model import build_tiny, fit_token_rows
+
+    torch.manual_seed(0)
+    model = build_tiny(tok, "micro")
+    codec = ChatCodec(tok)
+    enc = codec.encode_many(rows[:12])
+    tag_ids = [tok.convert_tokens_to_ids(t) for t in TAGS]
+    emb = model.get_input_embeddings().weight
+    with torch.no_grad():
+        emb[tag_ids] = emb.mean(0)
+    before_model = _tag_nll(model, enc, tag_ids)
+    others = emb.detach().clone()
+    res = fit_token_rows(model, enc, tag_ids, steps=200)
+    assert res["tag_positions"] > 0
+    assert res["nll_tags_after"] < 0.2 * res["nll_tags_before"]
+    assert res["nll_all_after"] < res["nll_all_before"]
+    keep = torch.ones(emb.shape[0], dtype=torch.bool)
+    keep[tag_ids] = False
+    assert torch.equal(emb.detach()[keep], others[keep])
+    assert not torch.equal(emb.detach()[tag_ids], others[tag_ids])
+    # The rows are written into the model (tied input/output), not only into the fit's copy.
+    assert _tag_nll(model, enc, tag_ids) < 0.5 * before_model
+
+
+REPO = Path(__file__).resolve().parents[1]
 REPO = Path(__file__).resolve().parents[1]
 
 

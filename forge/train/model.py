@@ -114,11 +114,99 @@ def load_smollm2(gguf: str | Path | None = None) -> tuple[Any, Any]:
     model.load_state_dict(src.state_dict())
     del src
     tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    # Each added tag starts as the mean of the rows of the pieces its text was split into
+    # before (`<`, `action`, `>`), not as transformers' one shared mean row: `<ans>` and
+    # `</ans>` must differ as inputs from the first step. `fit_token_rows` then fits the rows
+    # the policy has to emit.
+    pieces = {t: tok.encode(t, add_special_tokens=False) for t in SPECIAL_TOKENS
+              if t not in tok.get_vocab()}
     if add_protocol_tokens(tok):
-        model.resize_token_embeddings(len(tok))
+        model.resize_token_embeddings(len(tok), mean_resizing=False)
+        emb = model.get_input_embeddings().weight
+        with torch.no_grad():
+            for t, ids in pieces.items():
+                if ids:
+                    emb[tok.convert_tokens_to_ids(t)] = emb[ids].mean(0)
     model.config.pad_token_id = tok.pad_token_id
     model.config.eos_token_id = tok.convert_tokens_to_ids("<|im_end|>")
     return model, tok
+
+
+def fit_token_rows(model: Any, rows: Sequence[tuple[Sequence[int], Sequence[int]]],
+                   token_ids: Sequence[int], steps: int = 300, lr: float = 0.01,
+                   chunk: int = 512) -> dict[str, float]:
+    """Fit the (tied) embedding rows of `token_ids` to the model's own hidden states, everything
+    else frozen; returns the mean NLL of those tokens where they are targets, before and after.
+
+    Tags added to a pretrained vocabulary start as the mean of the other rows (transformers'
+    resize), so a policy fine-tuned for a few dozen steps never emits `<action>`: its logit,
+    h . e_action, stays far below the ordinary tokens' (SmolLM2 after 90 steps ended each turn
+    after the thought; docs/training.md). With the rest of the network fixed, the rows that best
+    predict the tags at the labelled positions (`mask[t + 1] == 1`) are a small convex problem
+    over the final hidden states: one forward pass per sample, then cheap Adam steps on
+    len(token_ids) x hidden numbers. The rows double as input embeddings (tied weights); the
+    fine-tune that follows adapts the layers to them."""
+    import torch
+
+    emb = model.get_input_embeddings().weight
+    out = model.get_output_embeddings()
+    if out is None or out.weight.data_ptr() != emb.data_ptr():
+        raise ValueError("fit_token_rows needs tied input/output embeddings")
+    ids_t = torch.tensor(list(token_ids), dtype=torch.long)
+    hs, ys = [], []
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for ids, mask in rows:
+            pos = [t for t in range(len(ids) - 1) if mask[t + 1]]
+            if not pos:
+                continue
+            h = model.model(input_ids=torch.tensor([list(ids)])).last_hidden_state[0]
+            hs.append(h[pos])
+            ys.append(torch.tensor([ids[t + 1] for t in pos]))
+    model.train(was_training)
+    if not hs:
+        raise ValueError("fit_token_rows: no labelled position in the rows given")
+    H, Y = torch.cat(hs).float(), torch.cat(ys)
+    W = emb.detach().float()
+    is_new = torch.isin(Y, ids_t)
+    keep = torch.ones(W.shape[0], dtype=torch.bool)
+    keep[ids_t] = False
+    # The other rows are fixed: their log-sum-exp and target logit per position, once.
+    lse_old = torch.empty(len(H))
+    tgt_old = torch.empty(len(H))
+    with torch.no_grad():
+        for a in range(0, len(H), chunk):
+            lg = H[a:a + chunk] @ W.T
+            tgt_old[a:a + chunk] = lg.gather(1, Y[a:a + chunk, None])[:, 0]
+            lse_old[a:a + chunk] = torch.logsumexp(lg[:, keep], 1)
+    col = torch.zeros(W.shape[0], dtype=torch.long)
+    col[ids_t] = torch.arange(len(ids_t))
+    E = W[ids_t].clone().requires_grad_(True)
+
+    def losses() -> tuple[Any, Any]:
+        new_lg = H @ E.T
+        lse = torch.logsumexp(torch.cat([lse_old[:, None], new_lg], 1), 1)
+        tgt = torch.where(is_new, new_lg.gather(1, col[Y][:, None])[:, 0], tgt_old)
+        nll = lse - tgt
+        return nll.mean(), nll[is_new].mean() if bool(is_new.any()) else nll.new_tensor(0.0)
+
+    with torch.no_grad():
+        before_all, before_tags = losses()
+    opt = torch.optim.Adam([E], lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss, _tags = losses()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        after_all, after_tags = losses()
+        emb[ids_t] = E.detach().to(emb.dtype)
+    return {"positions": len(H), "tag_positions": int(is_new.sum()),
+            "nll_all_before": round(float(before_all), 4),
+            "nll_all_after": round(float(after_all), 4),
+            "nll_tags_before": round(float(before_tags), 4),
+            "nll_tags_after": round(float(after_tags), 4)}
 
 
 def save_checkpoint(model: Any, tokenizer: Any, path: str | Path,
@@ -191,5 +279,5 @@ def generate_turn(model: Any, codec: ChatCodec, context: Sequence[int],
 
 
 __all__ = ["PRESETS", "ModelPathError", "build_tiny", "checkpoint_meta", "codec_for",
-           "generate_turn", "load_checkpoint", "load_smollm2", "n_params", "save_checkpoint",
-           "smollm2_gguf_path"]
+           "fit_token_rows", "generate_turn", "load_checkpoint", "load_smollm2", "n_params",
+           "save_checkpoint", "smollm2_gguf_path"]
