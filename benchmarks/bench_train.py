@@ -25,15 +25,25 @@ from typing import Any
 
 
 def _untrained(sft_ckpt: Path, out: Path, preset: str) -> Path:
-    """Same preset, tokenizer and codec as the SFT model, random weights."""
-    from forge.train.model import build_tiny, checkpoint_meta, load_checkpoint, save_checkpoint
+    """The floor: the SFT model's starting point with its tokenizer and codec. For a preset,
+    random weights; for smollm2, the pretrained model as loaded (tags added, not fitted)."""
+    from forge.train.model import (
+        build_tiny,
+        checkpoint_meta,
+        load_checkpoint,
+        load_smollm2,
+        save_checkpoint,
+    )
 
-    _, tok = load_checkpoint(sft_ckpt)
     meta = checkpoint_meta(sft_ckpt)
-    model = build_tiny(tok, preset)
+    if preset == "smollm2":
+        model, tok = load_smollm2()
+    else:
+        _, tok = load_checkpoint(sft_ckpt)
+        model = build_tiny(tok, preset)
+    base = "SmolLM2-135M-Instruct" if preset == "smollm2" else f"config:{preset}"
     return Path(save_checkpoint(model, tok, out, {"codec": meta.get("codec", {}),
-                                                  "base": f"config:{preset}",
-                                                  "stage": "untrained"}))
+                                                  "base": base, "stage": "untrained"}))
 
 
 def _rows(rep: dict[str, Any]) -> dict[str, Any]:
@@ -57,7 +67,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", required=True, help="curated export (python -m forge.curate)")
     ap.add_argument("--out", default="build/train/main")
-    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--preset", default="tiny",
+                    help="tiny | small | micro (built from a config) or smollm2 (pass --lr 1e-4 "
+                         "--batch-size 4 --max-length 512 with it: docs/BENCHMARKS.md)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sft-steps", type=int, default=1400)
     ap.add_argument("--sft-budget-s", type=float, default=1500)
@@ -72,7 +84,12 @@ def main() -> None:
                     help="copy drills per train sample (SFTRunConfig.copy_drills)")
     ap.add_argument("--rl-steps", type=int, default=24)
     ap.add_argument("--rl-levels", default="L1")
+    ap.add_argument("--system", default="auto",
+                    help="SFT system text: short | tools | auto (forge train sft --help)")
     ap.add_argument("--rl-lr", type=float, default=2e-5)
+    ap.add_argument("--rl-frontier-pool", type=int, default=48,
+                    help="RL prompts whose SFT pass rate is measured (4 rollouts each; SmolLM2 "
+                         "takes ~5 s per rollout on 2 cores: 12 is ~4 minutes)")
     ap.add_argument("--bench-levels", default="L1")
     ap.add_argument("--bench-sample", type=int, default=120)
     ap.add_argument("--smoke", action="store_true",
@@ -92,7 +109,8 @@ def main() -> None:
             data=a.data, out=str(out / "sft"), model=a.preset, max_steps=a.sft_steps,
             batch_size=a.batch_size, lr=a.lr, max_length=a.max_length, eval_steps=200,
             levels=a.sft_levels, kinds=a.sft_kinds, max_eval_samples=128,
-            time_budget_s=a.sft_budget_s, threads=a.threads, copy_drills=a.sft_copy_drills))
+            time_budget_s=a.sft_budget_s, threads=a.threads, copy_drills=a.sft_copy_drills,
+            system=a.system))
         res["sft"] = {k: v for k, v in sft.items() if k != "history"}
     res["sft_wall_s"] = round(time.perf_counter() - t0, 1)
     sft_ckpt = out / "sft" / "checkpoint"
@@ -102,7 +120,7 @@ def main() -> None:
         rl = run_rl(RLRunConfig(
             model=str(sft_ckpt), data=a.data, out=str(out / "rl"), steps=a.rl_steps,
             prompts_per_step=2, num_generations=4, lr=a.rl_lr, levels=a.rl_levels,
-            max_context=a.max_length + 256, frontier_pool=48, frontier_rollouts=4,
+            max_context=a.max_length + 256, frontier_pool=a.rl_frontier_pool, frontier_rollouts=4,
             threads=a.threads, quick=a.smoke))
         res["rl"] = {k: v for k, v in rl.items() if k not in ("history",)}
     res["rl_wall_s"] = round(time.perf_counter() - t1, 1)
