@@ -37,7 +37,7 @@ def _untrained(sft_ckpt: Path, out: Path, preset: str) -> Path:
 
     meta = checkpoint_meta(sft_ckpt)
     if preset == "smollm2":
-        model, tok = load_smollm2()
+        model, tok, _ = load_smollm2()
     else:
         _, tok = load_checkpoint(sft_ckpt)
         model = build_tiny(tok, preset)

@@ -334,7 +334,7 @@ def test_smollm2_loads_with_protocol_tokens(tmp_path: Path) -> None:
 
     from forge.train.model import load_checkpoint, load_smollm2, save_checkpoint
 
-    model, tok = load_smollm2()
+    model, tok, _ = load_smollm2()
     codec = ChatCodec(tok)
     for t in SPECIAL_TOKENS:
         assert len(tok.encode(t, add_special_tokens=False)) == 1
@@ -411,8 +411,8 @@ def test_real_run_configs_build(name: str, export: Path, tok: Any, tmp_path: Pat
     from datasets import Dataset, load_from_disk
     from transformers import AutoTokenizer
 
-    from forge.train.configs import build_trainer, load_run_config, prepare_tokenizer
-    from forge.train.model import build_tiny
+    from forge.train.configs import build_trainer, load_run_config
+    from forge.train.model import build_tiny, grow_vocabulary
     from forge.train.sft import tokenize_split
 
     spec = load_run_config(REPO / "train" / "configs" / name)
@@ -422,7 +422,7 @@ def test_real_run_configs_build(name: str, export: Path, tok: Any, tmp_path: Pat
     base = AutoTokenizer.from_pretrained(str(tmp_path / "tok"))
     assert len(base) == len(tok)
     model = build_tiny(base, "micro")
-    new_ids = prepare_tokenizer(base)   # already has them: nothing new
+    new_ids = grow_vocabulary(model, base)   # already has them: nothing new
     assert new_ids == []
     codec = ChatCodec(base, compact=bool(spec.forge["compact"]))
     rows = load_from_disk(str(export / "dataset"))["train"].select(range(2))

@@ -19,20 +19,17 @@ def load_model(spec: Any) -> tuple[Any, Any, list[int]]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from forge.train.configs import prepare_tokenizer
-    from forge.train.model import load_smollm2
+    from forge.train.model import grow_vocabulary, load_smollm2
 
     m = spec.model
     if m["name_or_path"] == "smollm2":
-        model, tok = load_smollm2()
-        return model, tok, []
+        model, tok, _ = load_smollm2()
+        return model, tok, []   # full fine-tune: every row trains, no LoRA token list needed
     tok = AutoTokenizer.from_pretrained(m["name_or_path"])
     model = AutoModelForCausalLM.from_pretrained(
         m["name_or_path"], dtype=getattr(torch, m.get("dtype", "bfloat16")),
         attn_implementation=m.get("attn_implementation", "sdpa"))
-    new_ids = prepare_tokenizer(tok)
-    if new_ids:
-        model.resize_token_embeddings(len(tok))
+    new_ids = grow_vocabulary(model, tok)
     model.config.pad_token_id = tok.pad_token_id
     return model, tok, new_ids
 

