@@ -233,6 +233,40 @@ def test_sft_loss_falls_and_checkpoint_loads(export: Path, tmp_path: Path) -> No
     assert model.config.vocab_size == len(tok2)
 
 
+def test_bf16_setting_resolves(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from forge.db import ForgeError
+    from forge.train import model as M
+
+    small, large = torch.nn.Linear(4, 4), torch.nn.Linear(M.BF16_MIN_PARAMS, 1, bias=False)
+    assert M.use_bf16("on", small) and not M.use_bf16("off", large)
+    with pytest.raises(ForgeError, match="--bf16 must be auto, on or off"):
+        M.use_bf16("yes", small)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for native in (True, False):
+        monkeypatch.setattr(M, "cpu_has_bf16", lambda native=native: native)
+        # auto: only where bf16 is native, and only for a model big enough to gain from it.
+        assert M.use_bf16("auto", large) is native
+        assert M.use_bf16("auto", small) is False
+    with pytest.raises(ForgeError, match="--bf16"):
+        run_sft(SFTRunConfig(bf16="maybe"))
+
+
+def test_sft_in_bf16_trains_float32_weights(export: Path, tmp_path: Path) -> None:
+    """bf16 is autocast: the loss still falls and the checkpoint keeps float32 weights."""
+    import torch
+
+    from forge.train.model import load_checkpoint
+
+    m = run_sft(_cfg(export, tmp_path / "run", max_steps=4, lr=5e-3, bf16="on"),
+                log=lambda *_: None)
+    assert m["bf16"] is True and m["config"]["bf16"] == "on"
+    assert m["eval_loss_last"] < m["eval_loss_first"]
+    model, _ = load_checkpoint(m["checkpoint"])
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
 def test_trl_labels_follow_the_codec_mask(export: Path, tok: Any,
                                           rows: list[list[dict[str, Any]]]) -> None:
     """What TRL actually trains on: labels == ids where the codec's mask is 1, else -100."""

@@ -49,6 +49,36 @@ def n_params(model: Any) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+# Below this size the matmuls are too small for bf16 to pay on a CPU (and every speed figure of
+# the config-built models was measured in float32).
+BF16_MIN_PARAMS = 20_000_000
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX). Without it, bf16 autocast
+    on a CPU is emulated and slower than float32."""
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, f, lambda: False)()) for f in probes)
+
+
+def use_bf16(setting: str, model: Any) -> bool:
+    """Resolve a --bf16 setting (on | off | auto) for `model`. auto: on where bf16 is native
+    (a GPU that supports it; a CPU with AVX512-BF16 or AMX, for a model of at least
+    BF16_MIN_PARAMS parameters), off elsewhere. bf16 here is autocast: the weights and the
+    optimizer state stay float32, only the matmuls run in bf16."""
+    import torch
+
+    if setting not in ("auto", "on", "off"):
+        raise ForgeError(f"--bf16 must be auto, on or off, not {setting!r}")
+    if setting != "auto":
+        return setting == "on"
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    return cpu_has_bf16() and n_params(model) >= BF16_MIN_PARAMS
+
+
 def build_tiny(tokenizer: Any, preset: str = "tiny", context: int = 2048) -> Any:
     """A randomly initialised Llama-architecture causal LM sized by `preset`."""
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -289,6 +319,7 @@ def generate_turn(model: Any, codec: ChatCodec, context: Sequence[int],
     return [int(t) for t in out[0, ids.shape[1]:]]
 
 
-__all__ = ["PRESETS", "ModelPathError", "build_tiny", "checkpoint_meta", "codec_for",
-           "fit_token_rows", "generate_turn", "grow_vocabulary", "load_checkpoint",
-           "load_smollm2", "n_params", "save_checkpoint", "smollm2_gguf_path"]
+__all__ = ["BF16_MIN_PARAMS", "PRESETS", "ModelPathError", "build_tiny", "checkpoint_meta",
+           "codec_for", "cpu_has_bf16", "fit_token_rows", "generate_turn", "grow_vocabulary",
+           "load_checkpoint", "load_smollm2", "n_params", "save_checkpoint", "smollm2_gguf_path",
+           "use_bf16"]

@@ -95,6 +95,9 @@ class RLRunConfig:
                      "nothing from them.")
     frontier_pool: int = _f(32, "RL prompts whose SFT pass rate is measured.")
     frontier_rollouts: int = _f(4, "Rollouts per prompt to measure it.")
+    bf16: str = _f("auto", "bf16 autocast for the policy's updates and rollouts: on, off, or "
+                   "auto (on where bf16 is native and the model has >= 20M parameters; see "
+                   "forge train sft --help).")
     seed: int = _f(0, "Seed of prompt order, environments and sampling.")
     threads: int = _f(0, "torch CPU threads (0 = torch's default).")
     quick: bool = _f(False, "Minutes-long smoke run: 3 steps, frontier 6 x 2.")
@@ -107,6 +110,8 @@ class RLRunConfig:
             c.frontier_rollouts = min(c.frontier_rollouts, 2)
         if c.importance_sampling_level not in ("sequence", "token"):
             raise ForgeError("--importance-sampling-level must be sequence or token")
+        if c.bf16 not in ("auto", "on", "off"):
+            raise ForgeError(f"--bf16 must be auto, on or off, not {c.bf16!r}")
         if c.epsilon_high < c.epsilon:
             raise ForgeError("clip-higher needs --epsilon-high >= --epsilon")
         return c
@@ -374,7 +379,7 @@ def run_rl(cfg: RLRunConfig, log: Any = print) -> dict[str, Any]:
 
     from forge.gym.env import CachedModel
     from forge.synth.loop import load_model
-    from forge.train.model import codec_for, load_checkpoint, save_checkpoint
+    from forge.train.model import codec_for, load_checkpoint, save_checkpoint, use_bf16
     from verifiers import TrajectoryVerifier
 
     cfg = cfg.effective()
@@ -395,7 +400,10 @@ def run_rl(cfg: RLRunConfig, log: Any = print) -> dict[str, Any]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     gcfg = GRPOConfig(
-        output_dir=str(out / "trainer"), use_cpu=not torch.cuda.is_available(), bf16=False,
+        # bf16 autocast covers the policy's forward and backward passes only; rollouts run
+        # outside it (casting every weight per generated token would cost more than it saves).
+        output_dir=str(out / "trainer"), use_cpu=not torch.cuda.is_available(),
+        bf16=use_bf16(cfg.bf16, model),
         max_steps=cfg.steps, learning_rate=cfg.lr, lr_scheduler_type="constant",
         per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
         gradient_accumulation_steps=1, num_generations=cfg.num_generations,
@@ -417,6 +425,7 @@ def run_rl(cfg: RLRunConfig, log: Any = print) -> dict[str, Any]:
     hist = [h for h in trainer.state.log_history if "loss" in h or "reward" in h]
     metrics = {"config": asdict(cfg), "checkpoint": str(ck), "frontier": finfo,
                "steps": trainer.state.global_step, "train_s": round(train_s, 1),
+               "bf16": gcfg.bf16,
                "steps_per_min": round(60 * trainer.state.global_step / max(train_s, 1e-9), 3),
                "lambda_tok": tokpen.history, "rollouts": rf.log,
                "prompts_received_per_call": rf.received, "history": hist}
