@@ -63,6 +63,16 @@ def cpu_has_bf16() -> bool:
     return any(bool(getattr(torch.cpu, f, lambda: False)()) for f in probes)
 
 
+BF16_SETTINGS = ("auto", "on", "off")
+
+
+def check_bf16_setting(setting: str) -> str:
+    """`setting` if it is a valid --bf16 value, else a ForgeError naming the choices."""
+    if setting not in BF16_SETTINGS:
+        raise ForgeError(f"--bf16 must be auto, on or off, not {setting!r}")
+    return setting
+
+
 def use_bf16(setting: str, model: Any) -> bool:
     """Resolve a --bf16 setting (on | off | auto) for `model`. auto: on where bf16 is native
     (a GPU that supports it; a CPU with AVX512-BF16 or AMX, for a model of at least
@@ -70,9 +80,7 @@ def use_bf16(setting: str, model: Any) -> bool:
     optimizer state stay float32, only the matmuls run in bf16."""
     import torch
 
-    if setting not in ("auto", "on", "off"):
-        raise ForgeError(f"--bf16 must be auto, on or off, not {setting!r}")
-    if setting != "auto":
+    if check_bf16_setting(setting) != "auto":
         return setting == "on"
     if torch.cuda.is_available():
         return bool(torch.cuda.is_bf16_supported())
@@ -319,7 +327,7 @@ def generate_turn(model: Any, codec: ChatCodec, context: Sequence[int],
     return [int(t) for t in out[0, ids.shape[1]:]]
 
 
-__all__ = ["BF16_MIN_PARAMS", "PRESETS", "ModelPathError", "build_tiny", "checkpoint_meta",
-           "codec_for", "cpu_has_bf16", "fit_token_rows", "generate_turn", "grow_vocabulary",
-           "load_checkpoint", "load_smollm2", "n_params", "save_checkpoint", "smollm2_gguf_path",
-           "use_bf16"]
+__all__ = ["BF16_MIN_PARAMS", "BF16_SETTINGS", "PRESETS", "ModelPathError", "build_tiny",
+           "check_bf16_setting", "checkpoint_meta", "codec_for", "cpu_has_bf16",
+           "fit_token_rows", "generate_turn", "grow_vocabulary", "load_checkpoint",
+           "load_smollm2", "n_params", "save_checkpoint", "smollm2_gguf_path", "use_bf16"]

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from forge.db import ForgeError
+from forge.train.model import check_bf16_setting
 
 
 class RLDataError(ForgeError):
@@ -95,9 +96,9 @@ class RLRunConfig:
                      "nothing from them.")
     frontier_pool: int = _f(32, "RL prompts whose SFT pass rate is measured.")
     frontier_rollouts: int = _f(4, "Rollouts per prompt to measure it.")
-    bf16: str = _f("auto", "bf16 autocast for the policy's updates and rollouts: on, off, or "
-                   "auto (on where bf16 is native and the model has >= 20M parameters; see "
-                   "forge train sft --help).")
+    bf16: str = _f("auto", "bf16 autocast for the policy's forward and backward passes "
+                   "(rollouts decode in float32): on, off, or auto (on where bf16 is native and "
+                   "the model has >= 20M parameters; see forge train sft --help).")
     seed: int = _f(0, "Seed of prompt order, environments and sampling.")
     threads: int = _f(0, "torch CPU threads (0 = torch's default).")
     quick: bool = _f(False, "Minutes-long smoke run: 3 steps, frontier 6 x 2.")
@@ -110,8 +111,7 @@ class RLRunConfig:
             c.frontier_rollouts = min(c.frontier_rollouts, 2)
         if c.importance_sampling_level not in ("sequence", "token"):
             raise ForgeError("--importance-sampling-level must be sequence or token")
-        if c.bf16 not in ("auto", "on", "off"):
-            raise ForgeError(f"--bf16 must be auto, on or off, not {c.bf16!r}")
+        check_bf16_setting(c.bf16)
         if c.epsilon_high < c.epsilon:
             raise ForgeError("clip-higher needs --epsilon-high >= --epsilon")
         return c
