@@ -515,6 +515,39 @@ def test_levels_select_the_samples_of_those_difficulties(export: Path, tmp_path:
         run_sft(_cfg(export, tmp_path / "o", kinds="answers"))
 
 
+def test_qa_share_subsamples_the_train_kinds_without_duplicates(export: Path,
+                                                                tmp_path: Path) -> None:
+    from datasets import Dataset, load_from_disk
+
+    from forge.db import ForgeError
+    from forge.train.sft import kind_counts, mix_kinds
+
+    train = load_from_disk(str(export / "dataset"))["train"]
+    train = train.add_column("row", list(range(len(train))))
+    have = kind_counts(train)
+    assert set(have) == {"qa", "action"}
+    assert mix_kinds(train, 0.0) is train
+    for share in (0.25, 0.5, 0.75):
+        got = mix_kinds(train, share, seed=2)
+        n = kind_counts(got)
+        total = n["qa"] + n["action"]
+        # As many rows as the scarcer kind allows, at the asked share (to one row).
+        assert min(have["qa"] - n["qa"], have["action"] - n["action"]) <= 1
+        assert abs(n["qa"] - share * total) <= 1
+        assert len(set(got["row"])) == len(got)   # no row twice
+    toy = Dataset.from_dict({"kind": ["qa"] * 30 + ["action"] * 10, "i": list(range(40))})
+    got = mix_kinds(toy, 0.6, seed=0)
+    assert kind_counts(got) == {"action": 10, "qa": 15}
+    assert mix_kinds(toy, 0.6, seed=0)["i"] == got["i"]              # seeded
+    with pytest.raises(ForgeError, match="a mix needs both"):
+        mix_kinds(toy.select(range(30)), 0.5)
+    with pytest.raises(MissingColumnsError, match="kind"):
+        mix_kinds(toy.remove_columns("kind"), 0.5)
+    for bad in ({"qa_share": 1.0}, {"qa_share": 0.5, "kinds": "qa"}):
+        with pytest.raises(ForgeError, match="--qa-share"):
+            run_sft(_cfg(export, tmp_path / "o", **bad))
+
+
 def test_copy_drills_quote_the_observation_verbatim(rows: list[list[dict[str, Any]]],
                                                      tok: Any) -> None:
     import re

@@ -93,6 +93,13 @@ class SFTRunConfig:
     kinds: str = field(default="", metadata={
         "help": "Train (and hold out) only samples of these kinds, comma-separated (qa, "
                 "action), from the export's kind column; empty = both."})
+    qa_share: float = field(default=0.0, metadata={
+        "help": "Share of direct questions (kind qa) in the train split, 0-1; 0 = the export's "
+                "own mix. The split is subsampled to it, keeping as many samples as the scarcer "
+                "kind allows, never duplicating one; the held-out split keeps the export's mix. "
+                "The export balances samples; a bench whose held-out level is mostly questions "
+                "(L1: 115 of 153) may want more of them, and work orders are twice as long, so "
+                "the export's balance gives them two thirds of the tokens."})
     copy_drills: float = field(default=0.0, metadata={
         "help": "Copy drills per train sample (0 = none; 1.0 adds as many drills as there are "
                 "train samples): conversations built from the train split's own observations "
@@ -150,6 +157,9 @@ class SFTRunConfig:
         except ValueError as e:
             raise ForgeError(f"--{e}") from None
         check_bf16_setting(c.bf16)
+        if not 0.0 <= c.qa_share < 1.0 or (c.qa_share and c.kinds):
+            raise ForgeError(f"--qa-share must be in [0, 1) and needs both kinds (no --kinds), "
+                             f"not {c.qa_share} with --kinds {c.kinds!r}")
         if c.overlong not in ("drop", "truncate"):
             raise ForgeError(f"--overlong must be drop or truncate, not {c.overlong!r}")
         return c
@@ -283,7 +293,9 @@ def resolve_model(spec: str, train_messages: list[list[dict[str, Any]]],
                              f"and no such path")
     mdl, tok = M.load_checkpoint(p)
     mdl.train()
-    parent = M.checkpoint_meta(p)
+    # The parent's new_token_ids are dropped: its run added (and fitted) the tags already, and
+    # fitting them again would move trained embedding rows before the first step.
+    parent = {k: v for k, v in M.checkpoint_meta(p).items() if k != "new_token_ids"}
     return mdl, tok, {**parent, "base": str(p.resolve()), "started_from": parent.get("base")}
 
 
@@ -307,6 +319,37 @@ def select_samples(ds: Any, levels: str = "", kinds: str = "") -> Any:
         raise ForgeError(f"--levels {levels or 'any'} --kinds {kinds or 'any'}: no sample of "
                          f"those levels and kinds in the export")
     return ds.select(keep)
+
+
+def kind_counts(ds: Any) -> dict[str, int]:
+    """Rows per kind (empty when the export has no kind column)."""
+    if "kind" not in ds.column_names:
+        return {}
+    out: dict[str, int] = {}
+    for k in ds["kind"]:
+        out[k] = out.get(k, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def mix_kinds(ds: Any, qa_share: float, seed: int = 0) -> Any:
+    """A subsample of `ds` in which kind qa makes `qa_share` of the rows (0 = `ds` as is):
+    the most rows the scarcer kind allows, none twice, in a seeded random choice."""
+    if not qa_share:
+        return ds
+    if "kind" not in ds.column_names:
+        raise MissingColumnsError(f"--qa-share needs a kind column (has: "
+                                  f"{', '.join(ds.column_names)})")
+    kinds = ds["kind"]
+    qa = [i for i, k in enumerate(kinds) if k == "qa"]
+    act = [i for i, k in enumerate(kinds) if k != "qa"]
+    if not qa or not act:
+        raise ForgeError(f"--qa-share {qa_share}: the train split has {len(qa)} questions and "
+                         f"{len(act)} work orders; a mix needs both")
+    total = int(min(len(qa) / qa_share, len(act) / (1.0 - qa_share)))
+    n_qa = round(total * qa_share)
+    rng = random.Random(seed)
+    keep = rng.sample(qa, min(n_qa, len(qa))) + rng.sample(act, min(total - n_qa, len(act)))
+    return ds.select(sorted(keep))
 
 
 def tokenize_split(ds: Any, codec: ChatCodec, limit: int = 0) -> dict[str, list[Any]]:
@@ -439,6 +482,7 @@ def _train(cfg: SFTRunConfig, dd: Any, t_all: float, log: Any) -> dict[str, Any]
 
     train_src, eval_src = (select_samples(dd[split], cfg.levels, cfg.kinds)
                            for split in ("train", "validation"))
+    train_src = mix_kinds(train_src, cfg.qa_share, cfg.seed)
     if cfg.max_train_samples:
         train_src = train_src.shuffle(seed=cfg.seed).select(
             range(min(cfg.max_train_samples, len(train_src))))
@@ -493,7 +537,8 @@ def _train(cfg: SFTRunConfig, dd: Any, t_all: float, log: Any) -> dict[str, Any]
     train_ds = Dataset.from_dict(train_rows)
     eval_ds = Dataset.from_dict(eval_rows)
     log(f"sft: model {meta['base']} ({n_params(model) / 1e6:.2f}M params, vocab {len(tok)}), "
-        f"{len(train_ds)} train ({len(drills)} of them copy drills) / {len(eval_ds)} held-out "
+        f"{len(train_ds)} train ({len(drills)} of them copy drills; kinds "
+        f"{kind_counts(train_src)}) / {len(eval_ds)} held-out "
         f"samples "
         f"(dropped over {cfg.max_length} tokens: {dropped}), tokens/sample {stats['compact']}")
 
@@ -534,6 +579,7 @@ def _train(cfg: SFTRunConfig, dd: Any, t_all: float, log: Any) -> dict[str, Any]
         "config": asdict(cfg), "model": meta, "n_params": n_params(model),
         "vocab_size": len(tok), "train_samples": len(train_ds), "eval_samples": len(eval_ds),
         "copy_drills": len(drills), "fit_new_tokens": fitted,
+        "train_kinds": kind_counts(train_src),
         "dropped_overlong": dropped, "tokens_per_sample": stats,
         "steps": trainer.state.global_step, "epochs_done": round(trainer.state.epoch or 0, 3),
         "train_loss_first": train_losses[0] if train_losses else None,
