@@ -19,6 +19,7 @@ import math
 import os
 import random
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -323,12 +324,7 @@ def select_samples(ds: Any, levels: str = "", kinds: str = "") -> Any:
 
 def kind_counts(ds: Any) -> dict[str, int]:
     """Rows per kind (empty when the export has no kind column)."""
-    if "kind" not in ds.column_names:
-        return {}
-    out: dict[str, int] = {}
-    for k in ds["kind"]:
-        out[k] = out.get(k, 0) + 1
-    return dict(sorted(out.items()))
+    return dict(sorted(Counter(ds["kind"]).items())) if "kind" in ds.column_names else {}
 
 
 def mix_kinds(ds: Any, qa_share: float, seed: int = 0) -> Any:
@@ -348,7 +344,8 @@ def mix_kinds(ds: Any, qa_share: float, seed: int = 0) -> Any:
     total = int(min(len(qa) / qa_share, len(act) / (1.0 - qa_share)))
     n_qa = round(total * qa_share)
     rng = random.Random(seed)
-    keep = rng.sample(qa, min(n_qa, len(qa))) + rng.sample(act, min(total - n_qa, len(act)))
+    # total * qa_share <= len(qa), so only the work-order count can overshoot, by rounding.
+    keep = rng.sample(qa, n_qa) + rng.sample(act, min(total - n_qa, len(act)))
     return ds.select(sorted(keep))
 
 
@@ -536,9 +533,10 @@ def _train(cfg: SFTRunConfig, dd: Any, t_all: float, log: Any) -> dict[str, Any]
             f"({fitted['tag_positions']} of {fitted['positions']} labelled positions)")
     train_ds = Dataset.from_dict(train_rows)
     eval_ds = Dataset.from_dict(eval_rows)
+    train_kinds = kind_counts(train_src)
     log(f"sft: model {meta['base']} ({n_params(model) / 1e6:.2f}M params, vocab {len(tok)}), "
         f"{len(train_ds)} train ({len(drills)} of them copy drills; kinds "
-        f"{kind_counts(train_src)}) / {len(eval_ds)} held-out "
+        f"{train_kinds}) / {len(eval_ds)} held-out "
         f"samples "
         f"(dropped over {cfg.max_length} tokens: {dropped}), tokens/sample {stats['compact']}")
 
@@ -579,7 +577,7 @@ def _train(cfg: SFTRunConfig, dd: Any, t_all: float, log: Any) -> dict[str, Any]
         "config": asdict(cfg), "model": meta, "n_params": n_params(model),
         "vocab_size": len(tok), "train_samples": len(train_ds), "eval_samples": len(eval_ds),
         "copy_drills": len(drills), "fit_new_tokens": fitted,
-        "train_kinds": kind_counts(train_src),
+        "train_kinds": train_kinds,
         "dropped_overlong": dropped, "tokens_per_sample": stats,
         "steps": trainer.state.global_step, "epochs_done": round(trainer.state.epoch or 0, 3),
         "train_loss_first": train_losses[0] if train_losses else None,
