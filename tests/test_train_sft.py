@@ -584,3 +584,53 @@ def test_copy_drills_join_the_train_split_only(export: Path, tmp_path: Path) -> 
     assert plain["copy_drills"] == 0 and drilled["copy_drills"] > 0
     assert drilled["train_samples"] == plain["train_samples"] + drilled["copy_drills"]
     assert drilled["eval_samples"] == plain["eval_samples"]
+
+
+def test_labelled_only_scoring_and_frozen_layers_keep_the_gradient(
+        tok: Any, rows: list[list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The two SFT speed options change what is computed, not what is learnt: scoring only the
+    labelled positions gives TRL's loss and gradients exactly; freezing the bottom layers stops
+    their gradients and leaves the gradients above them unchanged."""
+    import torch
+    import trl.trainer.utils as tu
+    from trl.trainer.utils import add_fused_lm_head
+
+    from forge.train.model import build_tiny, freeze_bottom, score_labelled_positions_only
+
+    monkeypatch.setattr(tu, "_use_triton", tu._use_triton)   # restored after the test
+    codec = ChatCodec(tok)
+    pairs = [codec.encode(m) for m in rows[:2]]
+    n = min(len(i) for i, _ in pairs)
+    ids = torch.tensor([i[:n] for i, _ in pairs])
+    labels = torch.tensor([[t if k else -100 for t, k in zip(i[:n], m[:n], strict=True)]
+                           for i, m in pairs])
+    assert 0 < int((labels != -100).sum()) < labels.numel()
+
+    def loss_and_grads(freeze: int = 0) -> tuple[float, dict[str, Any]]:
+        torch.manual_seed(0)
+        model = build_tiny(tok, "micro")
+        add_fused_lm_head(model)
+        freeze_bottom(model, freeze)
+        out = model(input_ids=ids, labels=labels, fused_lm_head=True)
+        out.loss.backward()
+        return out.loss.item(), {k: p.grad for k, p in model.named_parameters()}
+
+    loss_all, g_all = loss_and_grads()
+    score_labelled_positions_only()
+    assert tu._use_triton(torch.device("cpu"))
+    loss_lab, g_lab = loss_and_grads()
+    assert loss_lab == pytest.approx(loss_all, rel=1e-5)
+    for k, g in g_all.items():
+        torch.testing.assert_close(g_lab[k], g, rtol=1e-4, atol=1e-6)
+
+    _, g_frozen = loss_and_grads(freeze=1)
+    for k, g in g_all.items():
+        if ".layers.0." in k:
+            assert g_frozen[k] is None, k
+        elif "embed_tokens" in k:
+            # Tied to the LM head: it still trains, through the head only.
+            assert g_frozen[k] is not None and not torch.equal(g_frozen[k], g)
+        else:
+            torch.testing.assert_close(g_frozen[k], g, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="cannot freeze 2 of 2"):
+        freeze_bottom(build_tiny(tok, "micro"), 2)

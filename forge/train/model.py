@@ -49,6 +49,48 @@ def n_params(model: Any) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def freeze_bottom(model: Any, n_layers: int) -> int:
+    """Freeze the first `n_layers` decoder layers and cut the graph above them, so that the
+    backward pass stops at layer `n_layers` (it would otherwise run down to the embedding
+    lookup, whose weight is tied to the trained LM head). Returns the parameters frozen."""
+    if n_layers <= 0:
+        return 0
+    layers = model.get_decoder().layers
+    if n_layers >= len(layers):
+        raise ValueError(f"cannot freeze {n_layers} of {len(layers)} decoder layers")
+    frozen = 0
+    for p in layers[:n_layers].parameters():
+        p.requires_grad_(False)
+        frozen += p.numel()
+
+    def detach(_mod: Any, _inp: Any, out: Any) -> Any:
+        if isinstance(out, tuple):
+            return (out[0].detach(), *out[1:])
+        return out.detach()
+
+    layers[n_layers - 1].register_forward_hook(detach)
+    return frozen
+
+
+def score_labelled_positions_only() -> None:
+    """Make TRL's fused LM head score only the labelled positions on a CPU too (it does so on
+    Triton devices; elsewhere it scores all of them to keep tile shapes fixed for compilers,
+    which eager CPU execution does not have). The per-token outputs are the same: zero at
+    unlabelled positions either way (tests/test_train_sft.py checks loss and gradients match).
+    On this machine's 2 cores it doubles SmolLM2's SFT tokens/s (docs/training.md)."""
+    import trl.trainer.utils as tu
+
+    orig = tu._use_triton
+    if getattr(orig, "forge_cpu_compact", False):
+        return
+
+    def use_compact(device: Any) -> bool:
+        return device.type == "cpu" or bool(orig(device))
+
+    use_compact.forge_cpu_compact = True  # type: ignore[attr-defined]
+    tu._use_triton = use_compact
+
+
 # Below this size the matmuls are too small for bf16 to pay on a CPU (and every speed figure of
 # the config-built models was measured in float32).
 BF16_MIN_PARAMS = 20_000_000

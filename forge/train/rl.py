@@ -379,7 +379,13 @@ def run_rl(cfg: RLRunConfig, log: Any = print) -> dict[str, Any]:
 
     from forge.gym.env import CachedModel
     from forge.synth.loop import load_model
-    from forge.train.model import codec_for, load_checkpoint, save_checkpoint, use_bf16
+    from forge.train.model import (
+        codec_for,
+        load_checkpoint,
+        save_checkpoint,
+        score_labelled_positions_only,
+        use_bf16,
+    )
     from verifiers import TrajectoryVerifier
 
     cfg = cfg.effective()
@@ -414,6 +420,7 @@ def run_rl(cfg: RLRunConfig, log: Any = print) -> dict[str, Any]:
         mask_truncated_completions=False, max_completion_length=cfg.max_context,
         logging_steps=1, save_strategy="no", report_to=[], seed=cfg.seed,
         dataloader_num_workers=0, shuffle_dataset=True)
+    score_labelled_positions_only()   # the prompt's positions carry no label: not scored
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=gcfg, train_dataset=ds,
                           processing_class=tok, rollout_func=rf)
     t1 = time.perf_counter()

@@ -128,6 +128,16 @@ class SFTRunConfig:
         "help": "Recompute activations during the backward pass: less memory, about a third "
                 "more compute. Off by default (TRL turns it on): a CPU run has memory to spare "
                 "and no time to spare; turn it on for long sequences on a small GPU."})
+    score_all_positions: bool = field(default=False, metadata={
+        "help": "Run the LM head over every position. Off: only over the positions that carry "
+                "a label (the agent's tokens, about a third of a sample). TRL's fused head "
+                "scores only those on GPUs but every position elsewhere (fixed tile shapes for "
+                "compilers); an eager CPU compiles nothing, so the other positions are pure "
+                "cost: SmolLM2's head (49k x 576) is a fifth of its arithmetic per position."})
+    freeze_layers: int = field(default=0, metadata={
+        "help": "Freeze the input embedding lookup and the first N decoder layers: no gradient "
+                "flows below layer N, so their backward pass (two thirds of their cost) is "
+                "skipped. The tied output embedding still trains. 0 = train everything."})
     bf16: str = field(default="auto", metadata={
         "help": "bf16 mixed precision (autocast: weights and optimizer state stay float32): "
                 "on, off, or auto: on for a GPU with bf16, and on a CPU with native bf16 "
@@ -161,6 +171,8 @@ class SFTRunConfig:
         if not 0.0 <= c.qa_share < 1.0 or (c.qa_share and c.kinds):
             raise ForgeError(f"--qa-share must be in [0, 1) and needs both kinds (no --kinds), "
                              f"not {c.qa_share} with --kinds {c.kinds!r}")
+        if c.freeze_layers < 0:
+            raise ForgeError(f"--freeze-layers must be >= 0, not {c.freeze_layers}")
         if c.overlong not in ("drop", "truncate"):
             raise ForgeError(f"--overlong must be drop or truncate, not {c.overlong!r}")
         return c
@@ -473,7 +485,13 @@ def _train(cfg: SFTRunConfig, dd: Any, t_all: float, log: Any) -> dict[str, Any]
     from transformers import set_seed
     from trl import SFTConfig
 
-    from forge.train.model import n_params, save_checkpoint, use_bf16
+    from forge.train.model import (
+        freeze_bottom,
+        n_params,
+        save_checkpoint,
+        score_labelled_positions_only,
+        use_bf16,
+    )
 
     set_seed(cfg.seed)
 
@@ -556,6 +574,9 @@ def _train(cfg: SFTRunConfig, dd: Any, t_all: float, log: Any) -> dict[str, Any]
         dataloader_num_workers=0, train_sampling_strategy="group_by_length",
         activation_checkpointing=cfg.activation_checkpointing,
         disable_tqdm=True, dataset_num_proc=None)
+    if not cfg.score_all_positions:
+        score_labelled_positions_only()
+    frozen = freeze_bottom(model, cfg.freeze_layers)
     timer, budget = _callbacks(cfg.time_budget_s)
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds,
                                eval_dataset=eval_ds, processing_class=tok, callbacks=[budget])
@@ -576,7 +597,7 @@ def _train(cfg: SFTRunConfig, dd: Any, t_all: float, log: Any) -> dict[str, Any]
     metrics: dict[str, Any] = {
         "config": asdict(cfg), "model": meta, "n_params": n_params(model),
         "vocab_size": len(tok), "train_samples": len(train_ds), "eval_samples": len(eval_ds),
-        "copy_drills": len(drills), "fit_new_tokens": fitted,
+        "copy_drills": len(drills), "fit_new_tokens": fitted, "frozen_params": frozen,
         "train_kinds": train_kinds,
         "dropped_overlong": dropped, "tokens_per_sample": stats,
         "steps": trainer.state.global_step, "epochs_done": round(trainer.state.epoch or 0, 3),
