@@ -2,14 +2,14 @@
 
     python benchmarks/bench_sft_speed.py --data build/curated/pool-s12 --model smollm2 \
         --levels L1 --steps 6 --batch-size 4 --max-length 1024 --threads 2 \
-        --setting bf16=off --setting bf16=on
+        --setting="--bf16 off" --setting="--bf16 on"
 
-Each `--setting` is a comma-separated list of `SFTRunConfig` overrides (`bf16=on`,
-`score_all_positions=true`, `freeze_layers=10`, ...) applied on top of the fixed run below. Every
+Each `--setting` holds `forge train sft` flags (`--bf16 on`, `--score-all-positions`,
+`--freeze-layers 10`, ...) applied on top of the fixed run below. Every
 setting runs `forge.train.sft.run_sft` for `--steps` optimizer steps from the same start (same
 seed, so the same batches in the same order; the tag-row fit is skipped, it is not part of a
 step) and reports the trainer's own tokens/s (non-padding tokens over the time spent inside
-optimizer steps), and the ratio to the first setting. `bf16=on` needs a CPU with native bf16
+optimizer steps), and the ratio to the first setting. `--bf16 on` needs a CPU with native bf16
 (AVX512-BF16 or AMX) to gain; on others autocast is emulated and slower. Writes
 `<out>/bench_sft_speed.json`.
 """
@@ -17,26 +17,23 @@ optimizer steps), and the ratio to the first setting. `bf16=on` needs a CPU with
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
 
 def parse_setting(text: str) -> dict[str, Any]:
-    """`bf16=on,freeze_layers=10` -> {"bf16": "on", "freeze_layers": 10}, typed by the field."""
+    """`--bf16 on --freeze-layers 10` -> {"bf16": "on", "freeze_layers": 10}: the flags of
+    `forge train sft`, parsed by its own parser; only what differs from the defaults is kept."""
+    from forge.train.cli import add_config_args
     from forge.train.sft import SFTRunConfig
 
-    types = {f.name: f.type for f in dataclasses.fields(SFTRunConfig)}
-    out: dict[str, Any] = {}
-    for part in filter(None, text.split(",")):
-        key, _, val = part.partition("=")
-        if key not in types:
-            raise SystemExit(f"--setting {text!r}: {key!r} is not an SFTRunConfig field")
-        t = str(types[key])
-        out[key] = (val.lower() in ("1", "true", "on", "yes") if t == "bool"
-                    else int(val) if t == "int" else float(val) if t == "float" else val)
-    return out
+    p = argparse.ArgumentParser(prog=f"--setting {text!r}")
+    add_config_args(p, SFTRunConfig)
+    default = SFTRunConfig()
+    return {k: v for k, v in vars(p.parse_args(shlex.split(text))).items()
+            if v != getattr(default, k)}
 
 
 def main() -> None:
@@ -53,11 +50,11 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--setting", action="append", default=[],
-                    help="SFTRunConfig overrides, comma-separated; repeat (default: bf16=off "
-                         "then bf16=on)")
+                    help="forge train sft flags, quoted; repeat (default: --bf16 off, then "
+                         "--bf16 on)")
     ap.add_argument("--out", default="build/bench/sft-speed")
     a = ap.parse_args()
-    settings = a.setting or ["bf16=off", "bf16=on"]
+    settings = a.setting or ["--bf16 off", "--bf16 on"]
 
     out = Path(a.out)
     res: dict[str, Any] = {"args": vars(a), "cpu_has_bf16": cpu_has_bf16()}

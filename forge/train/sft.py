@@ -130,14 +130,15 @@ class SFTRunConfig:
                 "and no time to spare; turn it on for long sequences on a small GPU."})
     score_all_positions: bool = field(default=False, metadata={
         "help": "Run the LM head over every position. Off: only over the positions that carry "
-                "a label (the agent's tokens, about a third of a sample). TRL's fused head "
+                "a label (the agent's tokens, about a fifth of an L1 batch). TRL's fused head "
                 "scores only those on GPUs but every position elsewhere (fixed tile shapes for "
                 "compilers); an eager CPU compiles nothing, so the other positions are pure "
                 "cost: SmolLM2's head (49k x 576) is a fifth of its arithmetic per position."})
     freeze_layers: int = field(default=0, metadata={
-        "help": "Freeze the input embedding lookup and the first N decoder layers: no gradient "
-                "flows below layer N, so their backward pass (two thirds of their cost) is "
-                "skipped. The tied output embedding still trains. 0 = train everything."})
+        "help": "Freeze the first N decoder layers: no gradient flows below layer N (the "
+                "embedding lookup gets none either), so their backward pass (two thirds of "
+                "their cost) is skipped. The tied output embedding still trains. 0 = train "
+                "everything."})
     bf16: str = field(default="auto", metadata={
         "help": "bf16 mixed precision (autocast: weights and optimizer state stay float32): "
                 "on, off, or auto: on for a GPU with bf16, and on a CPU with native bf16 "
