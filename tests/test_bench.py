@@ -14,7 +14,7 @@ import pytest
 
 from forge.bench import metrics as M
 from forge.bench.agents import Agent, AgentError, parse_spec
-from forge.bench.runner import Bench, BenchConfig, run_episode
+from forge.bench.runner import Bench, BenchConfig, run_episode, run_episodes_together
 from forge.bench.tasks import CANARY, BenchError, load_task_set, stratified_sample
 from forge.teacher.base import Completion, GenParams
 
@@ -51,6 +51,32 @@ def test_bootstrap_ci_and_spl() -> None:
     assert M.spl(True, 0, 0) == 1.0 and M.spl(True, 2, 0) == 0.0
     assert M.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert M.spearman([1, 2], [1, 2]) is None
+
+
+def test_paired_difference() -> None:
+    rng = random.Random(0)
+    base = {f"t{i}": [rng.random() < 0.4] for i in range(150)}
+    same = M.paired_difference(base, base)
+    assert same is not None and same["difference"] == 0.0 and same["ci95"] == [0.0, 0.0]
+    # Another agent that also solves 12 tasks the first missed and loses 2 it had.
+    missed = [t for t, v in base.items() if not v[0]][:12]
+    had = [t for t, v in base.items() if v[0]][:2]
+    other = {t: [True] if t in missed else [False] if t in had else v
+             for t, v in base.items()}
+    d = M.paired_difference(base, other)
+    assert d is not None
+    assert d["difference"] == pytest.approx(10 / 150)
+    assert (d["better_on"], d["worse_on"], d["n_tasks"]) == (12, 2, 150)
+    lo, hi = d["ci95"]
+    assert 0 < lo < d["difference"] < hi
+    # Tighter than either separate interval; those overlap, the paired one excludes 0.
+    lo_a, hi_a = M.bootstrap_ci(list(base.values()))
+    lo_b, hi_b = M.bootstrap_ci(list(other.values()))
+    assert hi - lo < min(hi_a - lo_a, hi_b - lo_b) and lo_b < hi_a
+    # Only the tasks both ran count; none in common: None.
+    part = M.paired_difference(base, {t: other[t] for t in missed})
+    assert part is not None and part["n_tasks"] == 12 and part["difference"] == 1.0
+    assert M.paired_difference(base, {"elsewhere": [True]}) is None
 
 
 # --- the shipped task set ------------------------------------------------------------------
@@ -213,8 +239,20 @@ def test_episodes_are_stored_and_report_is_reproducible(small_report: dict[str, 
                                                "pass")
     # Same agents, same seed: the stored episodes are reused and the report is identical
     # (timings aside); a fresh recomputation gives the same verdicts too.
-    cfg = BenchConfig(agents=["threshold-rule", "teacher"], k=2, sample=12, seed=1, workers=1)
+    cfg = BenchConfig(agents=["threshold-rule", "teacher"], k=2, sample=12, seed=1, workers=1,
+                      compare_to="threshold-rule")
     again = Bench(cfg, con, log=lambda m: None).run()
+    # --compare-to: the teacher's paired difference to threshold-rule on the same 12 tasks.
+    pd = again["paired"]["agents"]["teacher"]
+    sr = {n: again["agents"][n]["success_rate"] for n in ("teacher", "threshold-rule")}
+    assert again["paired"]["base"] == "threshold-rule" and pd["n_tasks"] == 12
+    assert pd["difference"] == pytest.approx(sr["teacher"] - sr["threshold-rule"], abs=1e-4)
+    assert pd["ci95"][0] <= pd["difference"] <= pd["ci95"][1]
+    from forge.bench.report import markdown
+
+    assert "Paired difference to threshold-rule" in markdown(again)
+    with pytest.raises(BenchError, match="compare-to"):
+        Bench(BenchConfig(**{**cfg.__dict__, "compare_to": "mape-k"}), con, log=lambda m: None)
     fresh = Bench(BenchConfig(**{**cfg.__dict__, "fresh": True}), con,
                   log=lambda m: None).run()
 
@@ -229,7 +267,8 @@ def test_episodes_are_stored_and_report_is_reproducible(small_report: dict[str, 
         assert strip(fresh["agents"][name]) == strip(small_report["agents"][name])
 
     # --levels L1: the sample is drawn from that level's tasks only.
-    l1 = Bench(BenchConfig(**{**cfg.__dict__, "agents": ["teacher"], "levels": "l1"}), con,
+    l1 = Bench(BenchConfig(**{**cfg.__dict__, "agents": ["teacher"], "levels": "l1",
+                              "compare_to": None}), con,
                log=lambda m: None)
     assert len(l1.tasks) == 12 and {t.difficulty for t in l1.tasks} == {"L1"}
     rep = l1.run()
@@ -363,6 +402,65 @@ def test_hf_agent_builds_its_token_record_incrementally(ts: Any, em: Any, tmp_pa
     # The scored episode row also comes out cleanly.
     row = run_episode(agent, t, ts.scenario(t.scenario_id), 0, cfg, cm, TrajectoryVerifier(cm))
     assert row["termination"] in ("answer", "truncated", "parse_error", "step_budget", "loop")
+    # The bench runs hf agents' episodes side by side: the same rows as one at a time.
+    jobs = [(x, ts.scenario(x.scenario_id), k) for x in ts.tasks[:3] for k in (0, 1)]
+    rows = run_episodes_together(agent, jobs, cfg, cm, TrajectoryVerifier(cm))
+    for (x, scn, k), r in zip(jobs, rows, strict=True):
+        one = run_episode(agent, x, scn, k, cfg, cm, TrajectoryVerifier(cm))
+        assert (r["messages"], r["termination"], r["success"]) == \
+               (one["messages"], one["termination"], one["success"])
+
+
+def test_turns_decoded_together_are_the_turns_decoded_alone(ts: Any, tmp_path: Path) -> None:
+    """`generate_together` is a speed-up only: over several turns of several episodes (with
+    different budgets, so rows leave the batch at different steps, and caches of different
+    lengths, so the left padding matters), each episode draws exactly the tokens it draws when
+    decoded alone, and keeps the same token record and KV cache length."""
+    import torch
+
+    from forge.bench.hf import HFAgent, generate_together
+    from forge.train.model import build_tiny, save_checkpoint
+    from forge.train.tokenizer import train_tokenizer
+
+    texts = [t.instruction for t in ts.tasks[:50]] + ['<action>{"tool": "get_network_summary"}']
+    tok = train_tokenizer(texts, vocab_size=400)
+    torch.manual_seed(0)
+    model = build_tiny(tok, preset="micro", context=512)
+    # Larger random weights than the default init: attention far from uniform, so a wrong
+    # position or an attended pad changes what the model computes (checked by breaking each).
+    for w in model.parameters():
+        if w.dim() == 2:
+            torch.nn.init.normal_(w, std=0.2)
+    ck = save_checkpoint(model, tok, tmp_path / "ck")
+    agent = HFAgent(str(ck))
+    agent.warm_prefix("You run a mobile network.")
+    convs = [[{"role": "system", "content": "You run a mobile network."},
+              {"role": "user", "content": t.instruction}] for t in ts.tasks[:4]]
+    for temp in (0.0, 1.0):
+        params = [GenParams(temperature=temp, max_tokens=3 + 4 * i, seed=i) for i in range(4)]
+        alone = [agent.episode(i) for i in range(4)]
+        together = [agent.episode(i) for i in range(4)]
+        a_convs = [list(c) for c in convs]
+        b_convs = [list(c) for c in convs]
+        for turn in range(3):
+            a = [e(c, p) for e, c, p in zip(alone, a_convs, params, strict=True)]
+            b = generate_together(together, b_convs, params)
+            assert [(x.text, x.finish_reason, x.completion_tokens) for x in a] == \
+                   [(x.text, x.finish_reason, x.completion_tokens) for x in b], (temp, turn)
+            for c_a, c_b, x in zip(a_convs, b_convs, a, strict=True):
+                for c in (c_a, c_b):
+                    c += [{"role": "assistant", "content": x.text},
+                          {"role": "tool", "content": f"<ans>turn {turn}</ans>"}]
+        for e_a, e_b in zip(alone, together, strict=True):
+            assert (e_a.ids, e_a.mask, e_a.turns) == (e_b.ids, e_b.mask, e_b.turns)
+            assert e_a._cache.get_seq_length() == e_b._cache.get_seq_length() == e_b._cached
+            # The caches agree to float rounding (an attended pad can leave the tokens drawn
+            # unchanged but not these values).
+            for la, lb in zip(e_a._cache.layers, e_b._cache.layers, strict=True):
+                torch.testing.assert_close(la.keys, lb.keys, atol=1e-4, rtol=1e-4)
+                torch.testing.assert_close(la.values, lb.values, atol=1e-4, rtol=1e-4)
+        # The four episodes are not copies of each other (else equality would prove little).
+        assert len({tuple(e.ids) for e in together}) == 4
 
 
 @pytest.mark.flows

@@ -92,6 +92,42 @@ def test_rollout_token_record_and_env_mask(export: Path, checkpoint: Path, em: A
     assert not e.success
 
 
+def test_rollouts_side_by_side_and_plain_forward(export: Path, checkpoint: Path,
+                                                 em: Any) -> None:
+    """Rollouts decoded side by side are the rollouts decoded one at a time; inside the
+    trainer they run the model class's own forward, not the wrapper accelerate installs (bf16
+    autocast per generated token), which is put back afterwards."""
+    import torch
+
+    from forge.bench.hf import HFAgent
+    from forge.gym.env import CachedModel
+    from forge.train.model import codec_for, load_checkpoint
+    from forge.train.rl import plain_forward, rollouts
+    from verifiers import TrajectoryVerifier
+
+    model, tok = load_checkpoint(checkpoint)
+    codec = codec_for(checkpoint, tok)
+    agent = HFAgent.from_model(model, codec, max_context=1024)
+    cm = CachedModel(em)
+    tasks = load_rl_tasks(export)[:3] * 2
+    got = []
+    for batch in (1, 6):
+        cfg = RLRunConfig(max_turn_tokens=40, max_tool_calls=3, temperature=1.0,
+                          rollout_batch=batch)
+        rs = rollouts(agent, tasks, cm, TrajectoryVerifier(cm), cfg, list(range(6)))
+        got.append([(r.completion_ids, r.env_mask, r.termination) for r in rs])
+    assert got[0] == got[1]
+    assert len({tuple(c) for c, _, _ in got[1]}) > 1
+
+    def wrapped(*a: Any, **k: Any) -> Any:
+        raise AssertionError("the trainer's wrapped forward ran during a rollout")
+
+    model.forward = wrapped
+    with plain_forward(model), torch.inference_mode():
+        model(input_ids=torch.tensor([[1, 2, 3]]))
+    assert model.forward is wrapped
+
+
 def test_token_penalty_dual_update() -> None:
     tp = TokenPenalty(budget=100, eta=0.01, lam0=0.0)
     assert tp(n_tokens=[300, 300]) == [0.0, 0.0]          # lambda was 0 for this batch

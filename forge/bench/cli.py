@@ -35,7 +35,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         elif f.type in ("bool", bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
                            help=help_)
-        elif f.name in ("sample", "max_context", "tasks", "out", "db", "train_data", "levels"):
+        elif f.name in ("sample", "max_context", "tasks", "out", "db", "train_data", "levels",
+                        "compare_to"):
             conv = int if f.name in ("sample", "max_context") else str
             p.add_argument(flag, type=conv, default=None, help=help_)
         else:

@@ -14,6 +14,7 @@ the model can copy from the prompt) and it reads the full tool catalogue.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,7 @@ class HFEpisode:
         if not new:  # the whole context was cached: recompute its last token's logits
             assert self._cache is not None
             new = self.ids[-1:]
-            self._cache.crop(len(self.ids) - 1)
+            self._cache.crop(-1)
         with torch.inference_mode():
             out = self.agent.model(input_ids=torch.tensor([new]), past_key_values=self._cache,
                                    use_cache=True)
@@ -78,9 +79,10 @@ class HFEpisode:
         self._cached = len(self.ids)
         return out.logits[0, -1]
 
-    def __call__(self, messages: list[dict[str, Any]], params: GenParams) -> Completion:
-        import torch
-
+    def open_turn(self, messages: list[dict[str, Any]], params: GenParams
+                  ) -> Completion | _Turn:
+        """Encode the messages not yet in `ids`, open an assistant turn and compute its first
+        logits. A context already full answers at once (a `Completion` cut off by length)."""
         prompt_before = len(self.ids)
         for m in messages[self.n_messages:]:
             i, k = self.codec.encode_message(m)
@@ -93,34 +95,132 @@ class HFEpisode:
             return Completion("", "length", len(self.ids) - prompt_before, 0,
                               raw={"context_overflow": True})
         logits = self._forward_new()
-        start = len(self.ids)
-        gen: list[int] = []
-        finish = "length"
-        budget = min(params.max_tokens, limit - len(self.ids))
         temp = params.temperature
         if self.agent.temperature_fn is not None:
             temp = float(self.agent.temperature_fn(logits, temp))
         self.temperatures.append(temp)
-        while len(gen) < budget:
-            if temp <= 0:
-                tok = int(torch.argmax(logits))
-            else:
-                probs = torch.softmax(logits.float() / temp, dim=-1)
-                tok = int(torch.multinomial(probs, 1, generator=self._gen))
-            gen.append(tok)
-            self._append([tok], [1])
-            if tok == self.codec.eos_id:
-                finish = "stop"
-                break
-            logits = self._forward_new()
-        self.turns.append((start, len(self.ids)))
-        if finish == "stop":
+        return _Turn(logits, prompt_before, len(self.ids),
+                     min(params.max_tokens, limit - len(self.ids)), temp)
+
+    def sample(self, turn: _Turn) -> bool:
+        """Draw the turn's next token from `turn.logits` into `ids`; True when the turn ends
+        (EOS or its token budget)."""
+        import torch
+
+        if turn.temp <= 0:
+            tok = int(torch.argmax(turn.logits))
+        else:
+            probs = torch.softmax(turn.logits.float() / turn.temp, dim=-1)
+            tok = int(torch.multinomial(probs, 1, generator=self._gen))
+        turn.gen.append(tok)
+        self._append([tok], [1])
+        if tok == self.codec.eos_id:
+            turn.finish = "stop"
+        return turn.finish == "stop" or len(turn.gen) >= turn.budget
+
+    def close_turn(self, turn: _Turn) -> Completion:
+        self.turns.append((turn.start, len(self.ids)))
+        if turn.finish == "stop":
             tail = self.codec.end_of_turn()
             self._append(tail, [0] * len(tail))
         # The runner appends the decoded turn as the next assistant message: already in ids.
         self.n_messages += 1
-        text = self.codec.decode_turn(gen)
-        return Completion(text, finish, start - prompt_before, len(gen))
+        return Completion(self.codec.decode_turn(turn.gen), turn.finish,
+                          turn.start - turn.prompt_before, len(turn.gen))
+
+    def __call__(self, messages: list[dict[str, Any]], params: GenParams) -> Completion:
+        turn = self.open_turn(messages, params)
+        if isinstance(turn, Completion):
+            return turn
+        while turn.budget > 0 and not self.sample(turn):
+            turn.logits = self._forward_new()
+        return self.close_turn(turn)
+
+
+@dataclass
+class _Turn:
+    """An assistant turn being generated: the logits of its next token and its budget."""
+
+    logits: Any
+    prompt_before: int            # len(ids) before the turn's new messages
+    start: int                    # index in ids of the turn's first generated token
+    budget: int
+    temp: float
+    gen: list[int] = field(default_factory=list)
+    finish: str = "length"
+
+
+def generate_together(episodes: list[HFEpisode], conversations: list[list[dict[str, Any]]],
+                      params: list[GenParams]) -> list[Completion]:
+    """One assistant turn for each episode, decoded as one batch (all episodes share the
+    agent's model). On a CPU, decoding one token reads every weight whatever the batch: 8
+    sequences side by side cost about 2.4x one (docs/BENCHMARKS.md). Each episode keeps its
+    own KV cache, token record and sampling generator, so a turn's tokens are those the
+    episode alone would draw (up to float rounding in the padded attention).
+
+    The caches are left-padded to a common length for the batch (padding masked out; each
+    row's positions given explicitly, so RoPE sees the true positions) and cut back apart
+    when an episode's turn ends."""
+    import torch
+    from transformers import DynamicCache
+
+    out: list[Completion | None] = [None] * len(episodes)
+    turns: dict[int, _Turn] = {}
+    for i, (e, msgs, p) in enumerate(zip(episodes, conversations, params, strict=True)):
+        t = e.open_turn(msgs, p)
+        if isinstance(t, Completion):
+            out[i] = t
+        elif t.budget <= 0 or e.sample(t):
+            out[i] = e.close_turn(t)
+        else:
+            turns[i] = t
+    if turns:
+        live = list(turns)
+        model = episodes[live[0]].agent.model
+        # Each live episode's cache holds ids[:-1]: the token just sampled is fed next.
+        past = [episodes[i]._cached for i in live]
+        width = max(past)
+        pad = torch.nn.functional.pad
+        cache = DynamicCache(ddp_cache_data=[
+            (torch.cat([pad(episodes[i]._cache.layers[k].keys, (0, 0, width - n, 0))
+                        for i, n in zip(live, past, strict=True)]),
+             torch.cat([pad(episodes[i]._cache.layers[k].values, (0, 0, width - n, 0))
+                        for i, n in zip(live, past, strict=True)]))
+            for k in range(len(episodes[live[0]]._cache.layers))])
+        mask = torch.tensor([[0] * (width - n) + [1] * n for n in past])
+        rows = list(live)                     # batch row r is episode rows[r]
+        fed = dict.fromkeys(live, 0)          # tokens fed through the batch per episode
+        while rows:
+            tok = torch.tensor([[episodes[i].ids[-1]] for i in rows])
+            pos = torch.tensor([[len(episodes[i].ids) - 1] for i in rows])
+            mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype)], dim=1)
+            with torch.inference_mode():
+                res = model(input_ids=tok, attention_mask=mask, position_ids=pos,
+                            past_key_values=cache, use_cache=True)
+            cache = res.past_key_values
+            keep = []
+            for r, i in enumerate(rows):
+                e, t = episodes[i], turns[i]
+                fed[i] += 1
+                t.logits = res.logits[r, -1]
+                if e.sample(t):
+                    # Cut this episode's cache out of the batch: its real columns only.
+                    n = past[live.index(i)] + fed[i]
+                    e._cache = DynamicCache(ddp_cache_data=[
+                        (lay.keys[r:r + 1, :, -n:].clone(), lay.values[r:r + 1, :, -n:].clone())
+                        for lay in cache.layers])
+                    e._cached = n
+                    out[i] = e.close_turn(t)
+                else:
+                    keep.append(r)
+            if len(keep) < len(rows):
+                if keep:
+                    idx = torch.tensor(keep)
+                    cache.batch_select_indices(idx)
+                    mask = mask[idx]
+                rows = [rows[r] for r in keep]
+    assert all(c is not None for c in out)
+    return [c for c in out if c is not None]
 
 
 class HFAgent(Agent):

@@ -6,13 +6,18 @@
   from n >= k trials with c successes as C(c, k) / C(n, k), averaged over tasks;
 - SPL (success weighted by path length, Anderson et al. 2018): S * l / max(p, l) per episode,
   with l the shortest known successful path (tool calls) and p the agent's own;
+- paired difference of two agents on the same tasks (and seeds): the mean of the per-task
+  differences in success, with a percentile-bootstrap interval that resamples tasks (both
+  agents' outcomes on a task move together, so the interval is far tighter than comparing two
+  separate intervals);
 - Spearman rank correlation (agents ranked under the Experiment Model vs under ns-3).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +54,27 @@ def bootstrap_ci(trials: Sequence[Sequence[bool]], n_boot: int = 2000, seed: int
     means = per_task[idx].mean(axis=1)
     lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(lo), float(hi)
+
+
+def paired_difference(base: Mapping[str, Sequence[bool]], other: Mapping[str, Sequence[bool]],
+                      n_boot: int = 2000, seed: int = 0, level: float = 0.95
+                      ) -> dict[str, Any] | None:
+    """`other` minus `base` over the tasks both ran: per task the difference of their success
+    rates, averaged; its bootstrap interval over tasks; and how many tasks each solved more
+    often. None when they share no task."""
+    common = sorted(set(base) & set(other))
+    common = [t for t in common if base[t] and other[t]]
+    if not common:
+        return None
+    a = np.array([sum(base[t]) / len(base[t]) for t in common], dtype=float)
+    b = np.array([sum(other[t]) / len(other[t]) for t in common], dtype=float)
+    d = b - a
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, d.size, size=(n_boot, d.size))
+    lo, hi = np.quantile(d[idx].mean(axis=1), [(1 - level) / 2, 1 - (1 - level) / 2])
+    return {"n_tasks": len(common), "difference": float(d.mean()),
+            "ci95": [float(lo), float(hi)], "better_on": int((d > 0).sum()),
+            "worse_on": int((d < 0).sum())}
 
 
 def spl(success: bool, calls: int, shortest: int | None) -> float:

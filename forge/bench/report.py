@@ -49,6 +49,19 @@ def markdown(rep: dict[str, Any]) -> str:
         term = ", ".join(f"{k2} {v}" for k2, v in a["termination"].items())
         lines.append(f"| {name} | {_pct(s['format'])} | {_pct(s['execution'])} | "
                      f"{_pct(s['outcome'])} | {_pct(s['claims'])} | {term} |")
+    paired = rep.get("paired")
+    if paired:
+        lines += ["", f"Paired difference to {paired['base']} on the same tasks and seeds "
+                      "(percentage points; 95 % bootstrap interval over tasks; tasks solved more "
+                      "often / less often than it):", "",
+                  "| agent | difference [95 % CI] | better on | worse on |", "|---|---|---|---|"]
+        for name, d in paired["agents"].items():
+            if d is None:
+                lines.append(f"| {name} | - | - | - |")
+                continue
+            lines.append(f"| {name} | {100 * d['difference']:+.1f} "
+                         f"[{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] | "
+                         f"{d['better_on']} | {d['worse_on']} |")
     chk = rep.get("ns3_check")
     if chk:
         lines += ["", f"ns-3 re-check ({chk['n_tasks']} tasks, trial 0; "

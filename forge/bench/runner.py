@@ -47,7 +47,14 @@ from forge.gym import handlers as H
 from forge.gym.env import CachedModel
 from forge.gym.trajectory import parse_levels
 from forge.scenario import Scenario
-from forge.synth.solve import EpisodeRun, SolveConfig, drive_async, drive_sync, to_row
+from forge.synth.solve import (
+    EpisodeRun,
+    SolveConfig,
+    drive_async,
+    drive_lockstep,
+    drive_sync,
+    to_row,
+)
 from forge.synth.store import hid
 from forge.teacher.base import GenParams, TeacherError, TeacherUnreachable
 from verifiers import STAGES, TrajectoryVerifier
@@ -89,12 +96,17 @@ class BenchConfig:
     timeout_s: float = _f(120.0, "openai agents: per-request timeout in seconds.")
     max_context: int | None = _f(None, "hf agents: context limit in tokens (default: the "
                                  "model's).")
+    batch: int = _f(8, "hf agents: episodes run side by side, their turns decoded as one "
+                    "batch (faster on a CPU too; greedy results are the same).")
     threads: int = _f(0, "hf agents: torch CPU threads (0 = 1 for models under 20M "
                       "parameters, else torch's default).")
     ns3_check: int = _f(0, "Re-simulate the final state of this many episodes per agent in "
                         "real ns-3 and re-judge them there.")
     fresh: bool = _f(False, "Recompute episodes already stored for the same agent and "
                      "options.")
+    compare_to: str | None = _f(None, "One of the --agent specs: also report every other "
+                                "agent's paired difference to it on the same tasks (success "
+                                "difference with a 95 % bootstrap interval over tasks).")
     train_data: str | None = _f(None, "A curated export (or its parquet dir) the agent was "
                                 "trained on: stop if it overlaps the task set.")
 
@@ -211,6 +223,32 @@ def run_episode(agent: Agent, task: BenchTask, scn: Scenario, trial: int, cfg: B
                        time.perf_counter() - t0)
 
 
+def run_episodes_together(agent: Any, jobs: list[tuple[BenchTask, Scenario, int]],
+                          cfg: BenchConfig, model: CachedModel, verifier: TrajectoryVerifier
+                          ) -> list[dict[str, Any]]:
+    """`run_episode` for several episodes of an `hf:` agent side by side, their turns decoded
+    as one batch (`forge.bench.hf.generate_together`). Greedy decoding gives the tokens of
+    one-at-a-time runs. An exception fails the episodes still running; `wall_s` is each
+    episode's share of the batch's wall time."""
+    from forge.bench.hf import generate_together
+
+    runs = [EpisodeRun(t.as_task(), scn, model, env_seed=trial, cfg=cfg.solve_cfg(),
+                       user_text=user_text(t, cfg.goal_json)) for t, scn, trial in jobs]
+    params = [params_of(cfg, agent.name, t.task_id, trial) for t, _, trial in jobs]
+    eps = [agent.episode(p.seed or 0) for p in params]
+    t0 = time.perf_counter()
+    errors: dict[int, tuple[str, str]] = {}
+    try:
+        drive_lockstep(runs, lambda live, convs: generate_together(
+            [eps[i] for i in live], convs, [params[i] for i in live]))
+    except Exception as e:  # an agent's bug is its failure, not the bench's crash
+        errors = {i: ("agent_error", f"{type(e).__name__}: {e}")
+                  for i, r in enumerate(runs) if not r.finished}
+    share = (time.perf_counter() - t0) / max(1, len(jobs))
+    return [episode_row(t, scn, run, trial, agent.name, model, verifier, errors.get(i), share)
+            for i, ((t, scn, trial), run) in enumerate(zip(jobs, runs, strict=True))]
+
+
 # --- workers (built-in agents) -----------------------------------------------------------------
 _W: dict[str, Any] = {}
 
@@ -267,6 +305,9 @@ class Bench:
             raise BenchError(f"task set {self.ts.path} holds no task"
                              + (f" of levels {cfg.levels}" if cfg.levels else ""))
         self.specs = [parse_spec(a) for a in cfg.agents]
+        if cfg.compare_to is not None and cfg.compare_to not in cfg.agents:
+            raise BenchError(f"--compare-to {cfg.compare_to}: not one of the --agent specs "
+                             f"({', '.join(cfg.agents)})")
         if cfg.train_data:
             check_overlap(self.ts, cfg.train_data)
         self._model: CachedModel | None = None
@@ -427,11 +468,12 @@ class Bench:
         prog = self._progress()
         with prog:
             bar = prog.add_task(spec.spec, total=len(jobs))
-            for t, k in jobs:
-                row = run_episode(agent, t, self.ts.scenario(t.scenario_id), k, self.cfg,
-                                  self.model, verifier)
-                self._store(rid, [row])
-                prog.advance(bar)
+            step = max(1, self.cfg.batch)
+            for b in range(0, len(jobs), step):
+                part = [(t, self.ts.scenario(t.scenario_id), k) for t, k in jobs[b:b + step]]
+                rows = run_episodes_together(agent, part, self.cfg, self.model, verifier)
+                self._store(rid, rows)
+                prog.advance(bar, len(rows))
 
     def _run_openai(self, spec: AgentSpec, rid: str, jobs: list[tuple[BenchTask, int]]) -> None:
         from forge.teacher.openai_client import OpenAITeacher
@@ -510,6 +552,13 @@ class Bench:
             "config": {k: v for k, v in asdict(self.cfg).items() if k not in ("db", "out")},
             "model_hash": self.model.model_hash, "bench_runs": runs, "agents": agents,
             "timing": self.timing}
+        base = self.cfg.compare_to
+        if base is not None and base in runs:
+            ref_trials = _trials(self.episodes(runs[base]))
+            rep["paired"] = {"base": base, "agents": {
+                name: M.paired_difference(ref_trials, _trials(self.episodes(rid)),
+                                          seed=self.cfg.seed)
+                for name, rid in runs.items() if name != base}}
         if self.cfg.ns3_check:
             from forge.bench.ns3check import ns3_check
 

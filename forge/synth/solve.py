@@ -38,6 +38,8 @@ from verifiers import TrajectoryVerifier
 
 SyncChat = Callable[[list[dict[str, Any]], GenParams], Completion]
 AsyncChat = Callable[[list[dict[str, Any]], GenParams], Awaitable[Completion]]
+# Several conversations answered together: (indices of the runs, their messages) -> turns.
+BatchChat = Callable[[list[int], list[list[dict[str, Any]]]], list[Completion]]
 
 
 @dataclass
@@ -142,12 +144,24 @@ def params_for(task_id: str, attempt: int, cfg: SolveConfig) -> GenParams:
 def drive_sync(run: EpisodeRun, chat: SyncChat, params: GenParams) -> Episode:
     """Run an episode to its end with a synchronous chat model. An exception of `chat` (an
     endpoint that fails for good) propagates; `run.ep` keeps the conversation up to it."""
-    for _ in range(2 * run.cfg.max_steps + 2):
-        run.feed(chat(run.ep.messages, params))
-        if run.finished:
-            return run.ep
-    run._reject("budget", "step_budget", "no final answer within the turn budget", "")
-    return run.ep
+    return drive_lockstep([run], lambda live, convs: [chat(convs[0], params)])[0]
+
+
+def drive_lockstep(runs: list[EpisodeRun], chat: BatchChat) -> list[Episode]:
+    """Run several episodes side by side, one turn of every unfinished run per round:
+    `chat(live, conversations)` answers the runs `live` (indices into `runs`) together, which
+    lets a local model decode their turns as one batch (`forge.bench.hf.generate_together`).
+    Each run still follows its own state machine; only the generation is shared."""
+    for _ in range(2 * max(r.cfg.max_steps for r in runs) + 2):
+        live = [i for i, r in enumerate(runs) if not r.finished]
+        if not live:
+            break
+        for i, c in zip(live, chat(live, [runs[i].ep.messages for i in live]), strict=True):
+            runs[i].feed(c)
+    for r in runs:
+        if not r.finished:
+            r._reject("budget", "step_budget", "no final answer within the turn budget", "")
+    return [r.ep for r in runs]
 
 
 async def drive_async(run: EpisodeRun, chat: AsyncChat, params: GenParams) -> Episode:
