@@ -92,6 +92,34 @@ def test_rollout_token_record_and_env_mask(export: Path, checkpoint: Path, em: A
     assert not e.success
 
 
+def test_rollout_is_verified_in_the_env_it_ran_in(export: Path, checkpoint: Path, em: Any,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The verifiers replay an episode in an env of the seed they are given: it must be the
+    rollout's own env seed (a replay in another seed's noise judges every quoted figure
+    wrong)."""
+    import forge.synth.solve as S
+    from forge.bench.hf import HFAgent
+    from forge.gym.env import CachedModel
+    from forge.train.model import codec_for, load_checkpoint
+    from forge.train.rl import rollouts
+    from verifiers import TrajectoryVerifier
+
+    model, tok = load_checkpoint(checkpoint)
+    agent = HFAgent.from_model(model, codec_for(checkpoint, tok), max_context=1024)
+    cm = CachedModel(em)
+    seen: list[tuple[int, int]] = []
+    real = S.to_row
+
+    def spy(task: Any, scn: Any, ep: Any, attempt: int, *a: Any, **k: Any) -> Any:
+        seen.append((attempt, len(ep.messages)))
+        return real(task, scn, ep, attempt, *a, **k)
+
+    monkeypatch.setattr(S, "to_row", spy)
+    cfg = RLRunConfig(max_turn_tokens=30, max_tool_calls=2, temperature=1.0, rollout_batch=2)
+    rollouts(agent, load_rl_tasks(export)[:2], cm, TrajectoryVerifier(cm), cfg, [1234, 2077])
+    assert [a for a, _ in seen] == [234, 77]
+
+
 def test_rollouts_side_by_side_and_plain_forward(export: Path, checkpoint: Path,
                                                  em: Any) -> None:
     """Rollouts decoded side by side are the rollouts decoded one at a time; inside the

@@ -74,6 +74,7 @@ class EpisodeRun:
     def __init__(self, task: dict[str, Any], scn: Scenario, model: CachedModel,
                  env_seed: int, cfg: SolveConfig, user_text: str | None = None) -> None:
         self.cfg = cfg
+        self.env_seed = env_seed   # the verifiers replay the episode in an env of this seed
         self.env = NetworkEnv(scn, seed=env_seed, model=model)
         # `user_text` replaces the standard task prompt (e.g. a ticket without its goal JSON).
         user = user_text if user_text is not None else task_prompt(

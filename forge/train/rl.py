@@ -293,7 +293,10 @@ def _record(codec: Any, t: RLTask, run: Any, ep: Any, em: Any, verifier: Any) ->
     # The completion ends at the last generated token (EOS unless the turn was cut off); the
     # newline after a final <|im_end|> is framing, not part of the completion.
     end = ep.turns[-1][1] if ep.turns else n_prompt
-    row = to_row(t.task, t.scenario, run.ep, 0, "policy", em, verifier, 0, None)
+    # The verifiers replay the episode in an env of the seed given as `attempt`: it must be the
+    # seed the episode ran with, or every noisy observation the policy quoted looks wrong
+    # (before session 15 it was 0 for every rollout: most correct answers scored 0).
+    row = to_row(t.task, t.scenario, run.ep, run.env_seed, "policy", em, verifier, 0, None)
     calls = [m["content"] for m in run.ep.messages if m["role"] == "assistant"
              and "<action>" in m["content"]]
     repeats = sum(1 for a, b in pairwise(calls)
