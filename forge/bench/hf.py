@@ -154,7 +154,7 @@ def generate_together(episodes: list[HFEpisode], conversations: list[list[dict[s
                       params: list[GenParams]) -> list[Completion]:
     """One assistant turn for each episode, decoded as one batch (all episodes share the
     agent's model). On a CPU, decoding one token reads every weight whatever the batch: 8
-    sequences side by side cost about 2.4x one (docs/BENCHMARKS.md). Each episode keeps its
+    sequences side by side cost about 2.5x one (docs/BENCHMARKS.md). Each episode keeps its
     own KV cache, token record and sampling generator, so a turn's tokens are those the
     episode alone would draw (up to float rounding in the padded attention).
 

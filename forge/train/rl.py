@@ -75,7 +75,7 @@ class RLRunConfig:
     max_tool_calls: int = _f(8, "Tool calls allowed per rollout episode.")
     max_context: int = _f(1024, "Context limit of an episode in tokens.")
     rollout_batch: int = _f(8, "Episodes run side by side, their turns decoded as one batch "
-                            "(a CPU decodes 8 sequences in ~2.4x the time of one; 1 = one at "
+                            "(a CPU decodes 8 sequences in ~2.5x the time of one; 1 = one at "
                             "a time).")
     importance_sampling_level: str = _f("sequence", "sequence = GSPO (default), token = GRPO.")
     epsilon: float = _f(3e-4, "Lower clip of the importance ratio (GSPO's sequence-level "
@@ -212,7 +212,7 @@ def plain_forward(model: Any) -> Iterator[Any]:
     """The model's own float32 forward for the duration of a rollout. Inside the trainer,
     accelerate wraps `model.forward` in bf16 autocast (and TRL patches it for its fused LM
     head): autocast casts every weight again for each generated token, which halved the
-    decoding speed of SmolLM2 on CPU (27.5 -> 13.0 tokens/s). Rollouts sample from the float32
+    decoding speed of SmolLM2 on CPU (29.1 -> 11.1 tokens/s). Rollouts sample from the float32
     weights; the trainer's wrappers are put back afterwards."""
     saved = model.__dict__.pop("forward", None)
     try:
