@@ -129,12 +129,7 @@ class HFEpisode:
                           turn.start - turn.prompt_before, len(turn.gen))
 
     def __call__(self, messages: list[dict[str, Any]], params: GenParams) -> Completion:
-        turn = self.open_turn(messages, params)
-        if isinstance(turn, Completion):
-            return turn
-        while turn.budget > 0 and not self.sample(turn):
-            turn.logits = self._forward_new()
-        return self.close_turn(turn)
+        return generate_together([self], [messages], [params])[0]
 
 
 @dataclass
@@ -178,16 +173,16 @@ def generate_together(episodes: list[HFEpisode], conversations: list[list[dict[s
         live = list(turns)
         model = episodes[live[0]].agent.model
         # Each live episode's cache holds ids[:-1]: the token just sampled is fed next.
-        past = [episodes[i]._cached for i in live]
-        width = max(past)
+        past = {i: episodes[i]._cached for i in live}
+        width = max(past.values())
         pad = torch.nn.functional.pad
         cache = DynamicCache(ddp_cache_data=[
             (torch.cat([pad(episodes[i]._cache.layers[k].keys, (0, 0, width - n, 0))
-                        for i, n in zip(live, past, strict=True)]),
+                        for i, n in past.items()]),
              torch.cat([pad(episodes[i]._cache.layers[k].values, (0, 0, width - n, 0))
-                        for i, n in zip(live, past, strict=True)]))
+                        for i, n in past.items()]))
             for k in range(len(episodes[live[0]]._cache.layers))])
-        mask = torch.tensor([[0] * (width - n) + [1] * n for n in past])
+        mask = torch.tensor([[0] * (width - n) + [1] * n for n in past.values()])
         rows = list(live)                     # batch row r is episode rows[r]
         fed = dict.fromkeys(live, 0)          # tokens fed through the batch per episode
         while rows:
@@ -205,7 +200,7 @@ def generate_together(episodes: list[HFEpisode], conversations: list[list[dict[s
                 t.logits = res.logits[r, -1]
                 if e.sample(t):
                     # Cut this episode's cache out of the batch: its real columns only.
-                    n = past[live.index(i)] + fed[i]
+                    n = past[i] + fed[i]
                     e._cache = DynamicCache(ddp_cache_data=[
                         (lay.keys[r:r + 1, :, -n:].clone(), lay.values[r:r + 1, :, -n:].clone())
                         for lay in cache.layers])
@@ -221,6 +216,21 @@ def generate_together(episodes: list[HFEpisode], conversations: list[list[dict[s
                 rows = [rows[r] for r in keep]
     assert all(c is not None for c in out)
     return [c for c in out if c is not None]
+
+
+def drive_together(runs: list[Any], episodes: list[HFEpisode], params: list[GenParams]
+                   ) -> dict[int, str]:
+    """Drive `EpisodeRun`s to their end side by side, each with its own `HFEpisode`, their
+    turns decoded as one batch. An exception (a bug of the agent's, not the runs') fails the
+    runs still going: their indices map to the error, which the caller records."""
+    from forge.synth.solve import drive_lockstep
+
+    try:
+        drive_lockstep(runs, lambda live, convs: generate_together(
+            [episodes[i] for i in live], convs, [params[i] for i in live]))
+    except Exception as e:
+        return {i: f"{type(e).__name__}: {e}" for i, r in enumerate(runs) if not r.finished}
+    return {}
 
 
 class HFAgent(Agent):

@@ -49,10 +49,15 @@ def bootstrap_ci(trials: Sequence[Sequence[bool]], n_boot: int = 2000, seed: int
     per_task = np.array([sum(t) / len(t) for t in trials if t], dtype=float)
     if per_task.size == 0:
         return None
+    return _bootstrap_mean(per_task, n_boot, seed, level)
+
+
+def _bootstrap_mean(vals: np.ndarray, n_boot: int, seed: int, level: float
+                    ) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the mean of per-task values (tasks resampled)."""
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, per_task.size, size=(n_boot, per_task.size))
-    means = per_task[idx].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    idx = rng.integers(0, vals.size, size=(n_boot, vals.size))
+    lo, hi = np.quantile(vals[idx].mean(axis=1), [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(lo), float(hi)
 
 
@@ -69,11 +74,9 @@ def paired_difference(base: Mapping[str, Sequence[bool]], other: Mapping[str, Se
     a = np.array([sum(base[t]) / len(base[t]) for t in common], dtype=float)
     b = np.array([sum(other[t]) / len(other[t]) for t in common], dtype=float)
     d = b - a
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, d.size, size=(n_boot, d.size))
-    lo, hi = np.quantile(d[idx].mean(axis=1), [(1 - level) / 2, 1 - (1 - level) / 2])
+    lo, hi = _bootstrap_mean(d, n_boot, seed, level)
     return {"n_tasks": len(common), "difference": float(d.mean()),
-            "ci95": [float(lo), float(hi)], "better_on": int((d > 0).sum()),
+            "ci95": [lo, hi], "better_on": int((d > 0).sum()),
             "worse_on": int((d < 0).sum())}
 
 

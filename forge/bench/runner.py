@@ -51,7 +51,6 @@ from forge.synth.solve import (
     EpisodeRun,
     SolveConfig,
     drive_async,
-    drive_lockstep,
     drive_sync,
     to_row,
 )
@@ -206,10 +205,15 @@ def params_of(cfg: BenchConfig, agent: str, task_id: str, trial: int) -> GenPara
                      seed=int(hid(agent, task_id, trial, cfg.seed, n=8), 16))
 
 
+def _new_run(task: BenchTask, scn: Scenario, trial: int, cfg: BenchConfig,
+             model: CachedModel) -> EpisodeRun:
+    return EpisodeRun(task.as_task(), scn, model, env_seed=trial, cfg=cfg.solve_cfg(),
+                      user_text=user_text(task, cfg.goal_json))
+
+
 def run_episode(agent: Agent, task: BenchTask, scn: Scenario, trial: int, cfg: BenchConfig,
                 model: CachedModel, verifier: TrajectoryVerifier) -> dict[str, Any]:
-    run = EpisodeRun(task.as_task(), scn, model, env_seed=trial, cfg=cfg.solve_cfg(),
-                     user_text=user_text(task, cfg.goal_json))
+    run = _new_run(task, scn, trial, cfg, model)
     params = params_of(cfg, agent.name, task.task_id, trial)
     t0 = time.perf_counter()
     error: tuple[str, str] | None = None
@@ -227,23 +231,16 @@ def run_episodes_together(agent: Any, jobs: list[tuple[BenchTask, Scenario, int]
                           cfg: BenchConfig, model: CachedModel, verifier: TrajectoryVerifier
                           ) -> list[dict[str, Any]]:
     """`run_episode` for several episodes of an `hf:` agent side by side, their turns decoded
-    as one batch (`forge.bench.hf.generate_together`). Greedy decoding gives the tokens of
+    as one batch (`forge.bench.hf.drive_together`). Greedy decoding gives the tokens of
     one-at-a-time runs. An exception fails the episodes still running; `wall_s` is each
     episode's share of the batch's wall time."""
-    from forge.bench.hf import generate_together
+    from forge.bench.hf import drive_together
 
-    runs = [EpisodeRun(t.as_task(), scn, model, env_seed=trial, cfg=cfg.solve_cfg(),
-                       user_text=user_text(t, cfg.goal_json)) for t, scn, trial in jobs]
+    runs = [_new_run(t, scn, trial, cfg, model) for t, scn, trial in jobs]
     params = [params_of(cfg, agent.name, t.task_id, trial) for t, _, trial in jobs]
     eps = [agent.episode(p.seed or 0) for p in params]
     t0 = time.perf_counter()
-    errors: dict[int, tuple[str, str]] = {}
-    try:
-        drive_lockstep(runs, lambda live, convs: generate_together(
-            [eps[i] for i in live], convs, [params[i] for i in live]))
-    except Exception as e:  # an agent's bug is its failure, not the bench's crash
-        errors = {i: ("agent_error", f"{type(e).__name__}: {e}")
-                  for i, r in enumerate(runs) if not r.finished}
+    errors = {i: ("agent_error", msg) for i, msg in drive_together(runs, eps, params).items()}
     share = (time.perf_counter() - t0) / max(1, len(jobs))
     return [episode_row(t, scn, run, trial, agent.name, model, verifier, errors.get(i), share)
             for i, ((t, scn, trial), run) in enumerate(zip(jobs, runs, strict=True))]

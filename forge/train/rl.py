@@ -258,8 +258,8 @@ def rollouts(agent: Any, tasks: list[RLTask], em: Any, verifier: Any, cfg: RLRun
 
 def _rollout_group(agent: Any, tasks: list[RLTask], em: Any, verifier: Any,
                    cfg: RLRunConfig, seeds: list[int]) -> list[Rollout]:
-    from forge.bench.hf import HFEpisode, generate_together
-    from forge.synth.solve import EpisodeRun, SolveConfig, drive_lockstep
+    from forge.bench.hf import HFEpisode, drive_together
+    from forge.synth.solve import EpisodeRun, SolveConfig
     from forge.teacher.base import GenParams
 
     scfg = SolveConfig(max_steps=cfg.max_tool_calls, max_attempts=1,
@@ -270,16 +270,9 @@ def _rollout_group(agent: Any, tasks: list[RLTask], em: Any, verifier: Any,
     eps = [HFEpisode(agent, s) for s in seeds]
     params = [GenParams(temperature=cfg.temperature, max_tokens=cfg.max_turn_tokens, seed=s)
               for s in seeds]
-
-    def chat(live: list[int], convs: list[list[dict[str, Any]]]) -> list[Any]:
-        return generate_together([eps[i] for i in live], convs, [params[i] for i in live])
-
-    try:
-        drive_lockstep(runs, chat)
-    except Exception as e:  # a policy that breaks the runner scores 0, the batch goes on
-        for run in runs:
-            if not run.finished:
-                run._reject("parse", "agent_error", f"{type(e).__name__}: {e}", "")
+    # A policy that breaks the runner scores 0 on the episodes still going; the batch goes on.
+    for i, err in drive_together(runs, eps, params).items():
+        runs[i]._reject("parse", "agent_error", err, "")
     return [_record(agent.codec, t, run, ep, em, verifier)
             for t, run, ep in zip(tasks, runs, eps, strict=True)]
 
