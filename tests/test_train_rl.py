@@ -156,6 +156,95 @@ def test_rollouts_side_by_side_and_plain_forward(export: Path, checkpoint: Path,
     assert model.forward is wrapped
 
 
+def test_policy_entropy_counts_only_the_policys_tokens(checkpoint: Path) -> None:
+    import torch
+
+    from forge.train.model import load_checkpoint
+    from forge.train.rl import Rollout, policy_entropy
+
+    model, _ = load_checkpoint(checkpoint)
+    prompt, completion = [5, 9, 17, 3], [21, 8, 30, 11, 2]
+    mask = [1, 0, 0, 1, 1]          # tokens 2 and 3 are an observation: no entropy counted
+    r = Rollout(prompt_ids=prompt, completion_ids=completion, env_mask=mask, success=True,
+                format_ok=True, n_calls=0, n_tokens=3, repeats=0, termination="answer",
+                turns=[(0, 5)])
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt + completion])).logits[0].float()
+    # Completion token j is predicted by the logits at position len(prompt) - 1 + j.
+    want = []
+    for j in (0, 3, 4):
+        p = torch.softmax(logits[len(prompt) - 1 + j], dim=-1)
+        want.append(float(-(p * p.log()).sum()))
+    assert policy_entropy(model, [r]) == pytest.approx(sum(want) / 3, rel=1e-5)
+    everywhere = Rollout(**{**r.__dict__, "env_mask": [1] * 5})
+    assert policy_entropy(model, [everywhere]) != pytest.approx(sum(want) / 3, rel=1e-5)
+    assert policy_entropy(model, []) == 0.0
+
+
+def test_dynamic_sampling_replaces_groups_without_signal(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """Planted outcomes: "ok" tasks always succeed, "no" tasks always fail, "mix" tasks succeed
+    on even seeds only (so a group of two consecutive seeds disagrees)."""
+    from types import SimpleNamespace
+
+    import forge.train.rl as rl
+    from forge.train.rl import Rollout, RLTask, RolloutFunc
+
+    def task(name: str) -> RLTask:
+        return RLTask({"task_id": name, "kind": "qa"}, None,
+                      [{"role": "system", "content": "s"}, {"role": "user", "content": name}])
+
+    def fake(agent: Any, tasks: list[RLTask], em: Any, verifier: Any, cfg: Any,
+             seeds: list[int]) -> list[Rollout]:
+        out = []
+        for t, seed in zip(tasks, seeds, strict=True):
+            name = t.task["task_id"]
+            ok = name.startswith("ok") or (name.startswith("mix") and seed % 2 == 0)
+            out.append(Rollout([len(name)], [ord(name[-1])], [1], ok, True, 1, 1, 0, "answer",
+                               [(0, 1)]))
+        return out
+
+    class Model:
+        training = False
+        config = SimpleNamespace(max_position_embeddings=64)
+
+        def eval(self) -> None: ...
+
+        def train(self) -> None: ...
+
+    model = Model()
+    trainer = SimpleNamespace(model=model,
+                              accelerator=SimpleNamespace(unwrap_model=lambda m: m))
+    codec = SimpleNamespace(tokenizer=[0] * 100)
+    monkeypatch.setattr(rl, "rollouts", fake)
+    front = [task("ok-A"), task("no-B")]
+    prompts = [t.messages for t in front for _ in range(2)]
+
+    def call(ds: int, reserve: list[RLTask]) -> tuple[RolloutFunc, list[dict[str, Any]]]:
+        cfg = RLRunConfig(num_generations=2, dynamic_sampling=ds)
+        rf = RolloutFunc(front, cfg, codec, None, None, reserve)
+        return rf, [rf(prompts, trainer), rf(prompts, trainer)]
+
+    # Off: both calls train on exactly the groups TRL asked for, uniform or not.
+    rf, outs = call(0, [task("mix-1"), task("mix-3")])
+    assert all(o["success"] == [True, True, False, False] for o in outs)
+    assert rf.retired == set() and len(rf.reserve) == 2
+    # On (reserve used from the end: mix-3, then no-2, then mix-1).
+    rf, (first, second) = call(2, [task("mix-1"), task("no-2"), task("mix-3")])
+    # Call 1: both groups uniform; mix-3 replaces ok-A's group, no-2 (uniform too) is dropped.
+    assert sorted(first["success"][:2]) == [False, True] and first["success"][2:] == [False] * 2
+    assert first["completion_ids"][:2] == [[ord("3")]] * 2
+    assert rf.retired == {"ok-A"}
+    assert rf.log[0] | {"terminations": None} == rf.log[0] | {
+        "retired_swapped": 0, "uniform_groups": 2, "resampled": 2, "replaced": 1,
+        "episodes": 8, "terminations": None}
+    # Call 2: retired ok-A is swapped for mix-1 before running; no-B stays (reserve empty).
+    assert sorted(second["success"][:2]) == [False, True]
+    assert second["success"][2:] == [False] * 2
+    assert second["completion_ids"][:2] == [[ord("1")]] * 2
+    assert rf.log[1]["retired_swapped"] == 1 and rf.log[1]["resampled"] == 0
+
+
 def test_token_penalty_dual_update() -> None:
     tp = TokenPenalty(budget=100, eta=0.01, lam0=0.0)
     assert tp(n_tokens=[300, 300]) == [0.0, 0.0]          # lambda was 0 for this batch
@@ -184,6 +273,11 @@ def test_gspo_steps_through_trl(export: Path, checkpoint: Path, tmp_path: Path) 
                 "rewards/repetition/mean", "entropy"):
         assert all(key in x for x in h), key
     assert len(m["lambda_tok"]) == 2
+    # Auto entropy target: a share of the starting policy's measured entropy.
+    f = m["frontier"]
+    assert f["policy_entropy"] > 0
+    assert f["entropy_target"] == pytest.approx(0.6 * f["policy_entropy"], abs=1e-4)
+    assert sum(k["pool"] for k in f["by_kind"].values()) == f["pool"]
     assert m["config"]["importance_sampling_level"] == "sequence"
     assert m["config"]["epsilon_high"] > m["config"]["epsilon"]
     assert (tmp_path / "rl" / "rl.png").stat().st_size > 1000

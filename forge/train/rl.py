@@ -90,7 +90,13 @@ class RLRunConfig:
                      "model kept).")
     use_adaptive_entropy: bool = _f(True, "TRL's adaptive entropy control (guard against "
                                     "entropy collapse).")
-    entropy_target: float = _f(0.3, "Target mean token entropy (nats) of adaptive control.")
+    entropy_target: float = _f(0.0, "Target mean token entropy (nats) of adaptive control: "
+                               "the bonus is on while the entropy is below it. 0 = auto: "
+                               "entropy_target_ratio x the starting policy's entropy, measured "
+                               "on its frontier rollouts (a fixed target above that entropy "
+                               "keeps the bonus on, and rising, from the first step).")
+    entropy_target_ratio: float = _f(0.6, "Auto target as a share of the starting policy's "
+                                     "entropy: the guard acts when entropy falls below it.")
     top_entropy_quantile: float = _f(1.0, "Train only on this top quantile of tokens by "
                                      "entropy (1.0 = all tokens).")
     w_success: float = _f(1.0, "Weight of task_success.")
@@ -106,6 +112,13 @@ class RLRunConfig:
                      "nothing from them.")
     frontier_pool: int = _f(32, "RL prompts whose SFT pass rate is measured.")
     frontier_rollouts: int = _f(4, "Rollouts per prompt to measure it.")
+    dynamic_sampling: int = _f(0, "Dynamic sampling (DAPO): per step, up to this many groups "
+                               "whose rollouts all succeeded or all failed (no success signal, "
+                               "no gradient with --scale-rewards none) are replaced by the "
+                               "group of a fresh RL prompt from outside the frontier pool, kept "
+                               "if its rollouts disagree; a prompt whose whole group succeeded "
+                               "is retired and a fresh one takes its place at later steps. "
+                               "0 = off.")
     bf16: str = _f("auto", "bf16 autocast for the policy's forward and backward passes "
                    "(rollouts decode in float32): on, off, or auto (on where bf16 is native and "
                    "the model has >= 20M parameters; see forge train sft --help).")
@@ -124,6 +137,9 @@ class RLRunConfig:
         check_bf16_setting(c.bf16)
         if c.scale_rewards not in ("group", "batch", "none"):
             raise ForgeError("--scale-rewards must be group, batch or none")
+        if c.entropy_target < 0 or not 0 < c.entropy_target_ratio <= 1:
+            raise ForgeError("--entropy-target must be >= 0 (0 = auto) and "
+                             "--entropy-target-ratio in (0, 1]")
         if c.epsilon_high < c.epsilon:
             raise ForgeError("clip-higher needs --epsilon-high >= --epsilon")
         return c
@@ -348,12 +364,18 @@ def reward_functions(cfg: RLRunConfig) -> tuple[list[Any], list[float], TokenPen
 
 class RolloutFunc:
     """TRL's `rollout_func`: one closed-loop episode per prompt received (TRL hands the prompts
-    over already repeated num_generations times)."""
+    over already repeated num_generations times, each group's copies consecutive). With
+    `dynamic_sampling` > 0, prompts from `reserve` (RL prompts outside the frontier pool, used
+    from the end) stand in for groups without a success signal; the completions then belong to
+    the stand-in's prompt ids, which is what TRL trains on (the reward functions read only the
+    rollouts' own fields)."""
 
     def __init__(self, tasks: list[RLTask], cfg: RLRunConfig, codec: Any, em: Any,
-                 verifier: Any) -> None:
+                 verifier: Any, reserve: list[RLTask] | None = None) -> None:
         self.by_user = {t.messages[1]["content"]: t for t in tasks}
         self.cfg, self.codec, self.em, self.verifier = cfg, codec, em, verifier
+        self.reserve = list(reserve or [])
+        self.retired: set[str] = set()
         self.calls = 0
         self.received: list[int] = []
         self.log: list[dict[str, Any]] = []
@@ -368,25 +390,51 @@ class RolloutFunc:
         agent.temperature_fn = entropy_temperature(self.cfg.entropy_guided_alpha,
                                                    len(self.codec.tokenizer))
         self.received.append(len(prompts))
-        tasks, seeds = [], []
-        for i, p in enumerate(prompts):
+        g = self.cfg.num_generations
+        tasks = []
+        for p in prompts:
             user = next(m["content"] for m in p if m["role"] == "user")
             task = self.by_user.get(user)
             if task is None:
                 raise RLDataError("rollout_func got a prompt that is not in the RL set")
             tasks.append(task)
-            seeds.append(self.cfg.seed * 1_000_003 + self.calls * 997 + i)
+        group_tasks = tasks[::g]
+        # A prompt whose whole group succeeded before is retired: a fresh prompt takes its place
+        # at no extra cost (it would most likely succeed again and teach nothing).
+        swapped = 0
+        for k, t in enumerate(group_tasks):
+            if t.task["task_id"] in self.retired and self.reserve:  # (dynamic sampling only)
+                group_tasks[k] = self.reserve.pop()
+                swapped += 1
+        base = self.cfg.seed * 1_000_003 + self.calls * 997
         t0 = time.perf_counter()
         try:
             with plain_forward(model):
-                outs = rollouts(agent, tasks, self.em, self.verifier, self.cfg, seeds)
+                outs = self._groups(agent, group_tasks, base)
+                # Dynamic sampling (DAPO): a group whose rollouts all succeed or all fail has no
+                # success signal. Up to `dynamic_sampling` of them per call are replaced by the
+                # group of a fresh prompt, kept if its rollouts disagree.
+                flat = [k for k in range(len(group_tasks)) if _uniform(outs[k * g:(k + 1) * g])]
+                if self.cfg.dynamic_sampling:
+                    self.retired |= {group_tasks[k].task["task_id"] for k in flat
+                                     if all(o.success for o in outs[k * g:(k + 1) * g])}
+                tries = flat[:self.cfg.dynamic_sampling]
+                fresh = [self.reserve.pop() for _ in tries[:len(self.reserve)]]
+                cand = self._groups(agent, fresh, base + 500) if fresh else []
+                replaced = 0
+                for j, k in enumerate(tries[:len(fresh)]):
+                    if not _uniform(cand[j * g:(j + 1) * g]):
+                        outs[k * g:(k + 1) * g] = cand[j * g:(j + 1) * g]
+                        replaced += 1
         finally:
             if was_training:
                 model.train()
         self.calls += 1
-        self.log.append({"call": self.calls, "episodes": len(outs),
+        self.log.append({"call": self.calls, "episodes": len(outs) + len(cand),
                          "rollout_s": round(time.perf_counter() - t0, 2),
                          "success": sum(o.success for o in outs) / max(1, len(outs)),
+                         "retired_swapped": swapped, "uniform_groups": len(flat),
+                         "resampled": len(fresh), "replaced": replaced,
                          "terminations": [o.termination for o in outs]})
         return {"prompt_ids": [o.prompt_ids for o in outs],
                 "completion_ids": [o.completion_ids for o in outs],
@@ -395,6 +443,43 @@ class RolloutFunc:
                 "success": [o.success for o in outs], "format_ok": [o.format_ok for o in outs],
                 "n_calls": [o.n_calls for o in outs], "n_tokens": [o.n_tokens for o in outs],
                 "repeats": [o.repeats for o in outs]}
+
+
+    def _groups(self, agent: Any, tasks: list[RLTask], base: int) -> list[Rollout]:
+        """num_generations rollouts of each task, consecutive (TRL's group layout)."""
+        g = self.cfg.num_generations
+        flat = [t for t in tasks for _ in range(g)]
+        return rollouts(agent, flat, self.em, self.verifier, self.cfg,
+                        [base + i for i in range(len(flat))])
+
+
+def _uniform(group: list[Rollout]) -> bool:
+    """All rollouts of the group succeeded, or all failed: no success signal in it."""
+    return len({o.success for o in group}) <= 1
+
+
+def policy_entropy(model: Any, outs: list[Rollout], limit: int = 8) -> float:
+    """Mean token entropy (nats, at temperature 1) of `model` over the policy's own tokens
+    (env_mask 1) of up to `limit` rollouts: the figure TRL logs as `entropy` during training,
+    measured here once before it (one forward pass per rollout, no gradient)."""
+    import torch
+
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for o in outs[:limit]:
+            if not any(o.env_mask):
+                continue
+            ids = torch.tensor([o.prompt_ids + o.completion_ids])
+            n = len(o.prompt_ids)
+            # The logits at position i predict token i + 1: completion token j is predicted at
+            # n - 1 + j.
+            logits = model(input_ids=ids).logits[0, n - 1:n - 1 + len(o.completion_ids)]
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            ent = -(logp.exp() * logp).sum(-1)
+            m = torch.tensor(o.env_mask, dtype=torch.bool)
+            total += float(ent[m].sum())
+            count += int(m.sum())
+    return total / count if count else 0.0
 
 
 # --- frontier -------------------------------------------------------------------------------------
@@ -411,17 +496,31 @@ def frontier(tasks: list[RLTask], model: Any, codec: Any, em: Any, verifier: Any
                     [cfg.seed * 7919 + 31 * i + r for i in range(len(pool)) for r in range(n)])
     rates = [sum(o.success for o in runs[i * n:(i + 1) * n]) / n for i in range(len(pool))]
     front = [t for t, r in zip(pool, rates, strict=True) if 0 < r < 1]
-    info = {"pool": len(pool), "rollouts_each": cfg.frontier_rollouts,
+    # The starting policy's entropy, for the automatic target of adaptive entropy control:
+    # measured on the frontier's own rollouts, the kind of episodes training will see.
+    between = [o for i, _ in enumerate(pool) if 0 < rates[i] < 1
+               for o in runs[i * n:(i + 1) * n]]
+    h0 = policy_entropy(model, between or runs)
+    info: dict[str, Any] = {"pool": len(pool), "rollouts_each": cfg.frontier_rollouts,
             "pass_rate_hist": {"0": sum(r == 0 for r in rates), "1": sum(r == 1 for r in rates),
                                "between": len(front)},
-            "mean_pass_rate": round(sum(rates) / max(1, len(rates)), 4)}
+            "mean_pass_rate": round(sum(rates) / max(1, len(rates)), 4),
+            "policy_entropy": round(h0, 4), "pool_task_ids": [t.task["task_id"] for t in pool]}
+    # Per kind: questions and work orders reach the frontier at different rates, and the bench
+    # weighs them differently (three questions in four on L1).
+    by_kind = {}
+    for kind in sorted({t.task["kind"] for t in pool}):
+        rk = [r for t, r in zip(pool, rates, strict=True) if t.task["kind"] == kind]
+        by_kind[kind] = {"pool": len(rk), "between": sum(0 < r < 1 for r in rk),
+                         "mean_pass_rate": round(sum(rk) / len(rk), 4)}
+    info["by_kind"] = by_kind
     if len(front) < cfg.prompts_per_step:
         # Too few frontier tasks to fill a step: the solvable ones (rate > 0) first, then the
         # rest; said in the metrics, not hidden.
         order = sorted(range(len(pool)), key=lambda k: (-(0 < rates[k] < 1), -rates[k], k))
         front = [pool[k] for k in order[:max(cfg.prompts_per_step * 4, len(front))]]
         info["fallback"] = "fewer frontier tasks than prompts_per_step: padded by pass rate"
-    log(f"frontier: {info}")
+    log("frontier: " + str({k: v for k, v in info.items() if k != "pool_task_ids"}))
     return front, info
 
 
@@ -454,9 +553,14 @@ def run_rl(cfg: RLRunConfig, log: Any = print) -> dict[str, Any]:
     t0 = time.perf_counter()
     front, finfo = frontier(tasks, model, codec, em, verifier, cfg, log)
     finfo["wall_s"] = round(time.perf_counter() - t0, 1)
+    target = cfg.entropy_target or cfg.entropy_target_ratio * finfo["policy_entropy"]
+    finfo["entropy_target"] = round(target, 4)
     ds = Dataset.from_list([{"prompt": t.messages} for t in front])
     funcs, weights, tokpen = reward_functions(cfg)
-    rf = RolloutFunc(front, cfg, codec, em, verifier)
+    pool = set(finfo.pop("pool_task_ids"))
+    reserve = [t for t in tasks if t.task["task_id"] not in pool]
+    random.Random(cfg.seed + 1).shuffle(reserve)
+    rf = RolloutFunc(front, cfg, codec, em, verifier, reserve)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     gcfg = GRPOConfig(
@@ -470,7 +574,7 @@ def run_rl(cfg: RLRunConfig, log: Any = print) -> dict[str, Any]:
         importance_sampling_level=cfg.importance_sampling_level, loss_type="grpo",
         epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, beta=cfg.beta,
         scale_rewards=cfg.scale_rewards,
-        use_adaptive_entropy=cfg.use_adaptive_entropy, entropy_target=cfg.entropy_target,
+        use_adaptive_entropy=cfg.use_adaptive_entropy, entropy_target=target,
         top_entropy_quantile=cfg.top_entropy_quantile, reward_weights=weights,
         mask_truncated_completions=False, max_completion_length=cfg.max_context,
         logging_steps=1, save_strategy="no", report_to=[], seed=cfg.seed,
