@@ -59,6 +59,23 @@ def test_rl_prompts_load_and_bad_input_is_refused(export: Path, tmp_path: Path) 
         load_rl_tasks(export, "L9")
 
 
+def test_rl_prompts_mix_kinds_like_sft(export: Path) -> None:
+    from forge.db import ForgeError
+    from forge.train.sft import mix_indices
+
+    tasks = load_rl_tasks(export)
+    kinds = [t.task["kind"] for t in tasks]
+    assert {"qa", "action"} <= set(kinds)
+    assert mix_indices(kinds, 0.0) == list(range(len(kinds)))
+    keep = mix_indices(kinds, 0.75, seed=3)
+    got = [kinds[i] for i in keep]
+    assert len(set(keep)) == len(keep) and abs(got.count("qa") - 0.75 * len(got)) <= 1
+    with pytest.raises(ForgeError, match="--qa-share"):
+        RLRunConfig(qa_share=1.0).effective()
+    with pytest.raises(ForgeError, match="--entropy-target"):
+        RLRunConfig(entropy_target_ratio=0.0).effective()
+
+
 def test_rollout_token_record_and_env_mask(export: Path, checkpoint: Path, em: Any) -> None:
     from forge.bench.hf import HFAgent
     from forge.gym.env import CachedModel

@@ -110,6 +110,10 @@ class RLRunConfig:
     levels: str = _f("", "Only RL prompts of these difficulties, comma-separated (e.g. L1); "
                      "empty = all. A policy whose context cannot hold L2/L3 episodes learns "
                      "nothing from them.")
+    qa_share: float = _f(0.0, "Share of questions among the RL prompts drawn (frontier pool "
+                         "and dynamic-sampling reserve), like train sft --qa-share; 0 = the "
+                         "export's own mix (about half on L1, where the bench asks three "
+                         "questions in four).")
     frontier_pool: int = _f(32, "RL prompts whose SFT pass rate is measured.")
     frontier_rollouts: int = _f(4, "Rollouts per prompt to measure it.")
     dynamic_sampling: int = _f(0, "Dynamic sampling (DAPO): per step, up to this many groups "
@@ -137,6 +141,8 @@ class RLRunConfig:
         check_bf16_setting(c.bf16)
         if c.scale_rewards not in ("group", "batch", "none"):
             raise ForgeError("--scale-rewards must be group, batch or none")
+        if not 0.0 <= c.qa_share < 1.0:
+            raise ForgeError(f"--qa-share must be in [0, 1), not {c.qa_share}")
         if c.entropy_target < 0 or not 0 < c.entropy_target_ratio <= 1:
             raise ForgeError("--entropy-target must be >= 0 (0 = auto) and "
                              "--entropy-target-ratio in (0, 1]")
@@ -539,6 +545,7 @@ def run_rl(cfg: RLRunConfig, log: Any = print) -> dict[str, Any]:
         score_labelled_positions_only,
         use_bf16,
     )
+    from forge.train.sft import mix_indices
     from verifiers import TrajectoryVerifier
 
     cfg = cfg.effective()
@@ -548,6 +555,8 @@ def run_rl(cfg: RLRunConfig, log: Any = print) -> dict[str, Any]:
     model, tok = load_checkpoint(cfg.model)
     codec = codec_for(cfg.model, tok)
     tasks = load_rl_tasks(cfg.data, cfg.levels)
+    tasks = [tasks[i] for i in mix_indices([t.task["kind"] for t in tasks], cfg.qa_share,
+                                           cfg.seed)]
     em = CachedModel(load_model("experiment"), maxsize=20000)
     verifier = TrajectoryVerifier(em)
     t0 = time.perf_counter()

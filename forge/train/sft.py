@@ -348,7 +348,15 @@ def mix_kinds(ds: Any, qa_share: float, seed: int = 0) -> Any:
     if "kind" not in ds.column_names:
         raise MissingColumnsError(f"--qa-share needs a kind column (has: "
                                   f"{', '.join(ds.column_names)})")
-    kinds = ds["kind"]
+    return ds.select(mix_indices(ds["kind"], qa_share, seed))
+
+
+def mix_indices(kinds: list[str], qa_share: float, seed: int = 0) -> list[int]:
+    """Sorted indices of a subsample in which kind qa makes `qa_share` of the items (0 = all):
+    the most items the scarcer kind allows, none twice, in a seeded random choice (the mix of
+    SFT's rows and of RL's prompts)."""
+    if not qa_share:
+        return list(range(len(kinds)))
     qa = [i for i, k in enumerate(kinds) if k == "qa"]
     act = [i for i, k in enumerate(kinds) if k != "qa"]
     if not qa or not act:
@@ -358,8 +366,7 @@ def mix_kinds(ds: Any, qa_share: float, seed: int = 0) -> Any:
     n_qa = round(total * qa_share)
     rng = random.Random(seed)
     # total * qa_share <= len(qa), so only the work-order count can overshoot, by rounding.
-    keep = rng.sample(qa, n_qa) + rng.sample(act, min(total - n_qa, len(act)))
-    return ds.select(sorted(keep))
+    return sorted(rng.sample(qa, n_qa) + rng.sample(act, min(total - n_qa, len(act))))
 
 
 def tokenize_split(ds: Any, codec: ChatCodec, limit: int = 0) -> dict[str, list[Any]]:
