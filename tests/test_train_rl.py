@@ -205,7 +205,7 @@ def test_dynamic_sampling_replaces_groups_without_signal(monkeypatch: pytest.Mon
     from types import SimpleNamespace
 
     import forge.train.rl as rl
-    from forge.train.rl import Rollout, RLTask, RolloutFunc
+    from forge.train.rl import RLTask, Rollout, RolloutFunc
 
     def task(name: str) -> RLTask:
         return RLTask({"task_id": name, "kind": "qa"}, None,

@@ -20,14 +20,17 @@ weights in `reward_weights`):
 
 Entropy: TRL logs the policy entropy every step. On by default: adaptive entropy control (TRL's
 `use_adaptive_entropy`, Skywork-OR1: an entropy bonus switched on only when entropy falls below a
-target, the guard against collapse) and entropy-guided exploration at rollout time (a turn whose
-first-token distribution is uncertain is sampled at a higher temperature: T = T0 * (1 + alpha *
-H / log V)). Off by default: training only on the top-entropy token quantile
+target, the guard against collapse; the target is by default a share of the starting policy's
+own entropy, measured on its frontier rollouts) and entropy-guided exploration at rollout time
+(a turn whose first-token distribution is uncertain is sampled at a higher temperature:
+T = T0 * (1 + alpha * H / log V)). Off by default: training only on the top-entropy token quantile
 (`top_entropy_quantile` < 1): with a few-million-parameter policy and a few dozen steps it
 discards most of an already small signal; turn it on for larger runs.
 
 Prompts: the curated RL prompt set (train split) of an export, filtered to the frontier: tasks
-on which the SFT policy's pass rate over `frontier_rollouts` rollouts is neither 0 nor 1.
+on which the SFT policy's pass rate over `frontier_rollouts` rollouts is neither 0 nor 1. With
+`dynamic_sampling` (DAPO), groups that carry no success signal during training are replaced by
+groups of fresh prompts from outside the frontier pool.
 """
 
 from __future__ import annotations
