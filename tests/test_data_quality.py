@@ -29,8 +29,11 @@ from forge.teacher.prompts import CRITERION_HEAD, task_prompt
 from forge.teacher.proposer import (
     ACTION_PATTERNS,
     MULTI_PATTERNS,
+    NEW_L1,
+    QA_L1,
     QA_PATTERNS,
     QA_TIERS,
+    TOOL_L1,
     TaskWriter,
     certainly_unmet,
 )
@@ -133,6 +136,37 @@ def test_proposed_question_mix_follows_the_tiers() -> None:
     assert n >= 550
     assert abs(diffs["L1"] / n - 0.3) < 0.08 and abs(diffs["L2"] / n - 0.45) < 0.08 \
         and abs(diffs["L3"] / n - 0.25) < 0.08, diffs
+
+
+def _l1_question_patterns(w: TaskWriter, writes: int) -> Counter[str]:
+    import json
+
+    offered = [{"scenario_id": s} for s in sorted(POOL)]
+    out: Counter[str] = Counter()
+    for k in range(writes):
+        rng = random.Random(k)
+        for line in w.write([], rng.sample(offered, 6), 8, rng, n_action=0).splitlines():
+            t = json.loads(line)
+            if t["difficulty"] == "L1":
+                out[t["pattern"]] += 1
+    return out
+
+
+def test_an_even_l1_share_spreads_questions_over_every_pattern() -> None:
+    """By default three L1 questions in four come from the 15 tool-teaching patterns, so each
+    of the 27 classic ones gets well under 1 %; the bench draws its questions evenly over the
+    patterns. With `l1_even_share=1` every L1 pattern gets its even share."""
+    classic = set(QA_L1) - set(NEW_L1) - set(TOOL_L1)
+    default = _l1_question_patterns(TaskWriter(MODEL, POOL.get, mistake_rate=0.0), 150)
+    even = _l1_question_patterns(
+        TaskWriter(MODEL, POOL.get, mistake_rate=0.0, l1_even_share=1.0), 150)
+    share = {name: sum(c[p] for p in classic) / sum(c.values())
+             for name, c in (("default", default), ("even", even))}
+    # Even: 27 of 42 patterns, ~64 % (less where a pattern rarely fits a scenario).
+    assert share["default"] < 0.35 < 0.5 < share["even"], (share, default, even)
+    assert len(even) > len(default) and len(even) >= 0.8 * len(QA_L1), sorted(even)
+    with pytest.raises(ValueError, match="l1_even_share"):
+        TaskWriter(MODEL, POOL.get, l1_even_share=1.5)
 
 
 def test_no_identical_consecutive_calls() -> None:

@@ -109,6 +109,11 @@ class GenerateConfig:
         "help": "Attempts per task when one is rejected before verification."})
     mistake_rate: float = field(default=0.03, metadata={
         "help": "offline: per tool call, probability of a wrong call first (then recovered)."})
+    l1_even_share: float = field(default=0.0, metadata={
+        "help": "offline: share of L1 question proposals whose pattern is drawn evenly from "
+                "all 42 L1 question patterns; the rest favour the patterns that teach rarely "
+                "used tools, leaving each classic one 0.6 percent of L1 questions. 1.0 gives "
+                "an even L1 mix, like the bench's."})
     batch_size: int = field(default=64, metadata={
         "help": "Tasks solved per stored batch (one transaction each)."})
     n_sampled_scenarios: int = field(default=DEFAULT_SAMPLED, metadata={
@@ -130,15 +135,15 @@ class GenerateConfig:
                 if k not in ("rounds", "concurrency", "workers", "db", "batch_size",
                              "max_tokens_total", "target_verified", "request_timeout",
                              "max_retries", "progress_s")}
-        # Token caps shape the output, but at their defaults they stay out of the hash, so
-        # runs started before these flags existed keep their id (and resume).
-        for k in ("max_tokens", "proposal_max_tokens"):
+        # Token caps and the L1 mix shape the output, but at their defaults they stay out of
+        # the hash, so runs started before these flags existed keep their id (and resume).
+        for k in ("max_tokens", "proposal_max_tokens", "l1_even_share"):
             if keep[k] == _DEFAULTS[k]:
                 del keep[k]
         return "gen-" + store.hid(keep, n=16)
 
 
-_DEFAULTS = {"max_tokens": 1024, "proposal_max_tokens": 4096}
+_DEFAULTS = {"max_tokens": 1024, "proposal_max_tokens": 4096, "l1_even_share": 0.0}
 
 
 @dataclass
@@ -190,7 +195,8 @@ def worker_args(cfg: GenerateConfig) -> tuple[str, int, dict[str, Any], dict[str
     """What a solver worker is made from: model kind, scenario pool size, offline teacher and
     episode settings."""
     return (cfg.model, cfg.n_sampled_scenarios,
-            {"mistake_rate": cfg.mistake_rate, "max_steps": cfg.max_steps},
+            {"mistake_rate": cfg.mistake_rate, "max_steps": cfg.max_steps,
+             "l1_even_share": cfg.l1_even_share},
             {"max_steps": cfg.max_steps, "max_attempts": cfg.max_attempts,
              "max_tokens": cfg.max_tokens})
 

@@ -39,6 +39,9 @@ class OfflineConfig:
         "help": "Per proposed task: probability of an invalid proposal (must be rejected)."})
     compose_rate: float = field(default=0.3, metadata={
         "help": "Probability that an action goal gets a second pattern as side constraint."})
+    l1_even_share: float = field(default=0.0, metadata={
+        "help": "Share of L1 question proposals whose pattern is drawn evenly from all L1 "
+                "question patterns (the rest favour the tool-teaching ones)."})
     max_steps: int = field(default=24, metadata={"help": "Tool calls the planner may use."})
     sessions: int = field(default=4096, metadata={"help": "Live conversations kept in memory."})
 
@@ -77,7 +80,8 @@ class OfflineTeacher:
         self.cfg = cfg or OfflineConfig()
         self.name = NAME
         self.writer = TaskWriter(model, resolver, compose_rate=self.cfg.compose_rate,
-                                 mistake_rate=self.cfg.proposal_mistake_rate)
+                                 mistake_rate=self.cfg.proposal_mistake_rate,
+                                 l1_even_share=self.cfg.l1_even_share)
         self.policy_cfg = PolicyConfig(mistake_rate=self.cfg.mistake_rate,
                                        format_error_rate=self.cfg.format_error_rate,
                                        max_steps=self.cfg.max_steps)

@@ -663,8 +663,12 @@ PATTERNS = ACTION_PATTERNS + QA_PATTERNS
 
 class TaskWriter:
     def __init__(self, model: CachedModel, resolver: Resolver, compose_rate: float = 0.3,
-                 mistake_rate: float = 0.05, guided_rate: float = 0.45) -> None:
+                 mistake_rate: float = 0.05, guided_rate: float = 0.45,
+                 l1_even_share: float = 0.0) -> None:
+        if not 0.0 <= l1_even_share <= 1.0:
+            raise ValueError(f"l1_even_share must be in [0, 1], got {l1_even_share}")
         self.model = model
+        self.l1_even_share = l1_even_share
         self.resolver = resolver
         self.compose_rate = compose_rate
         self.mistake_rate = mistake_rate
@@ -702,6 +706,12 @@ class TaskWriter:
                     x = rng.random()
                     allowed = NEW_L1 if x < NEW_L1_SHARE else TOOL_L1 if \
                         x < NEW_L1_SHARE + TOOL_L1_SHARE else QA_L1
+                    # The even share: one pattern drawn uniformly from every L1 question
+                    # pattern and kept through the retries (only the scenario changes), so a
+                    # pattern that rarely fits a scenario still gets its share. (No draw at 0:
+                    # the default stream, and so earlier runs' tasks, stay as they were.)
+                    if self.l1_even_share and rng.random() < self.l1_even_share:
+                        allowed = (rng.choice(QA_L1),)
                 else:
                     allowed = QA_TIERS[tier]
             mine = [p for p in pats if p in allowed]
