@@ -300,3 +300,18 @@ def test_rows_seen_before_come_from_the_row_cache(em):
     mixed = em.raw(xc)  # partly from the cache
     assert len(em._rows) == len({r.tobytes() for r in np.concatenate([xb, xc])})
     assert np.allclose(mixed, em._raw(xc), rtol=0, atol=1e-12)
+
+
+def test_blocked_forward_equals_one_pass(em):
+    """Large batches run the ensemble in blocks of rows (for the CPU caches), a lone leftover
+    row joining the last block: the outputs are those of one pass over the whole batch."""
+    from forge.experiment_model.features import scenario_features
+    from forge.experiment_model.model import FORWARD_BLOCK
+
+    x = np.concatenate([scenario_features(s)[0] for s in sample_grid(120, seed=5)])
+    x = x[:2 * FORWARD_BLOCK + 1]
+    assert len(x) == 2 * FORWARD_BLOCK + 1  # two full blocks and one leftover row
+    whole = em._forward(x)
+    assert np.allclose(em._raw(x), whole, rtol=0, atol=1e-12)
+    assert np.allclose(em._raw(x[:FORWARD_BLOCK + 7]), whole[:, :FORWARD_BLOCK + 7],
+                       rtol=0, atol=1e-12)
