@@ -9,7 +9,8 @@ The bench draws its tasks evenly over the task patterns; synthesis does not (see
 docs/synthesis.md, "The L1 question mix"). For each bench task of the kind and level asked, the
 script counts the training samples of its pattern (the export's train split, patterns read from
 the synthesis store's `tasks` table) and groups the tasks by that count (at most 10, 11-30,
-more). Then, per agent stored in the bench store, the success rate in each group.
+more). Then, per agent stored in the bench store, the success rate in each group
+(`forge.bench.metrics.success_rate`, the bench report's own).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections import Counter
 from pathlib import Path
 
 import duckdb
+
+from forge.bench import metrics as M
 
 BUCKETS = ((0, 10, "<= 10"), (11, 30, "11-30"), (31, 10**9, "> 30"))
 
@@ -64,22 +67,24 @@ def main() -> int:
     print("| agent | " + " | ".join(f"{name} ({sizes[name]})" for _, _, name in BUCKETS) + " |")
     print("|---|" + "---|" * len(BUCKETS))
     for agent in args.agent:
+        # Each task's trial outcomes, endpoint errors left out as in the bench's own report.
         rows = con.execute(
-            "SELECT e.task_id, bool_and(e.success) FROM bench_episodes e "
+            "SELECT e.task_id, list(e.success) FROM bench_episodes e "
             "JOIN bench_runs r USING (bench_run_id) WHERE r.agent = ? AND r.status = "
-            "'completed' GROUP BY 1", [agent]).fetchall()
+            "'completed' AND e.termination != 'endpoint_error' GROUP BY 1", [agent]).fetchall()
         if not rows:
             print(f"| {agent} | no completed run in {args.bench_db} |")
             continue
-        ok: Counter[str] = Counter()
-        seen: Counter[str] = Counter()
-        for task_id, success in rows:
+        trials: dict[str, list[list[bool]]] = {name: [] for _, _, name in BUCKETS}
+        for task_id, outcomes in rows:
             if task_id in mine:
-                seen[mine[task_id]] += 1
-                ok[mine[task_id]] += bool(success)
-        cells = [f"{100 * ok[n] / seen[n]:.1f} ({ok[n]})" if seen[n] else "-"
-                 for _, _, n in BUCKETS]
+                trials[mine[task_id]].append([bool(o) for o in outcomes])
+        cells = []
+        for _, _, name in BUCKETS:
+            rate = M.success_rate(trials[name])
+            cells.append("-" if rate is None else f"{100 * rate:.1f}")
         print(f"| {agent} | " + " | ".join(cells) + " |")
+    con.close()
     return 0
 
 

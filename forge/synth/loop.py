@@ -27,7 +27,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import duckdb
@@ -111,9 +111,8 @@ class GenerateConfig:
         "help": "offline: per tool call, probability of a wrong call first (then recovered)."})
     l1_even_share: float = field(default=0.0, metadata={
         "help": "offline: share of L1 question proposals whose pattern is drawn evenly from "
-                "all 42 L1 question patterns; the rest favour the patterns that teach rarely "
-                "used tools, leaving each classic one 0.6 percent of L1 questions. 1.0 gives "
-                "an even L1 mix, like the bench's."})
+                "all L1 question patterns; the rest favour the patterns that teach rarely "
+                "used tools. 1.0 gives an even L1 mix, like the bench's."})
     batch_size: int = field(default=64, metadata={
         "help": "Tasks solved per stored batch (one transaction each)."})
     n_sampled_scenarios: int = field(default=DEFAULT_SAMPLED, metadata={
@@ -137,13 +136,11 @@ class GenerateConfig:
                              "max_retries", "progress_s")}
         # Token caps and the L1 mix shape the output, but at their defaults they stay out of
         # the hash, so runs started before these flags existed keep their id (and resume).
+        defaults = {f.name: f.default for f in fields(self)}
         for k in ("max_tokens", "proposal_max_tokens", "l1_even_share"):
-            if keep[k] == _DEFAULTS[k]:
+            if keep[k] == defaults[k]:
                 del keep[k]
         return "gen-" + store.hid(keep, n=16)
-
-
-_DEFAULTS = {"max_tokens": 1024, "proposal_max_tokens": 4096, "l1_even_share": 0.0}
 
 
 @dataclass
