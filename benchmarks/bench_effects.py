@@ -90,8 +90,9 @@ def main() -> int:
     reports: dict[str, Any] = {"shipped": evaluate_dir(None, args.pairs_db)}
     for w in (0.0, *args.weight):
         out = Path(args.out) / f"w{w:g}"
+        # The paired loss is the MLP's (the shipped architecture these runs compare against).
         cfg = CalibrateConfig(out_dir=out, ensemble=args.ensemble, epochs=args.epochs,
-                              paired_weight=w)
+                              paired_weight=w, arch="mlp")
         con = fdb.connect(args.db)
         rep = calibrate(con, cfg, show_progress=False)
         con.close()

@@ -1,6 +1,7 @@
 """Experiment Model prediction speed: UE-predictions per second on this machine.
 
     python benchmarks/bench_experiment_model.py [--scenarios 400] [--repeats 3] [--check]
+        [--model-dir DIR]
 
 Batches of scenarios from the sampled space (the same distribution as the corpus) go through
 `ExperimentModel.predict`; we report UE-predictions/s per batch size, and, in the same run, the
@@ -21,6 +22,7 @@ import torch
 
 from forge.experiment_model import ExperimentModel
 from forge.experiment_model import features as F
+from forge.experiment_model.model import cell_groups
 from forge.ns3.grid import sample_grid
 
 
@@ -32,12 +34,14 @@ def main() -> int:
                     help="UE-predictions/s a full batch must reach (default 10,000)")
     ap.add_argument("--check", action="store_true",
                     help="exit 1 when the full-batch rate is below --target")
+    ap.add_argument("--model-dir", default=None,
+                    help="a model written by forge calibrate (default: the shipped one)")
     args = ap.parse_args()
-    em = ExperimentModel.load()
+    em = ExperimentModel.load(args.model_dir)
     scns = sample_grid(args.scenarios, seed=99)
     n_ues = sum(len(s.ues) for s in scns)
     print(f"torch threads: {torch.get_num_threads()}, scenarios: {len(scns)}, UEs: {n_ues}, "
-          f"ensemble members: {len(em.members)}")
+          f"ensemble members: {len(em.members)}, arch: {em.arch}")
     print(f"{'batch (scenarios)':>18} {'UE-pred/s':>12} {'ms/scenario':>12}")
     # Warm-up: the first call pays for imports and allocations, not for prediction.
     em.predict(scns[:5])
@@ -53,11 +57,13 @@ def main() -> int:
         rate = n_ues / best
         print(f"{batch:>18} {rate:>12,.0f} {1000 * best / len(scns):>12.3f}")
     t = time.perf_counter()
-    x = np.concatenate([F.scenario_features(s)[0] for s in scns])
+    feats = [F.scenario_features(s) for s in scns]
+    x = np.concatenate([f[0] for f in feats])
     t_feat = time.perf_counter() - t
+    groups = cell_groups(scns, [f[1].serving for f in feats]) if em.arch == "sets" else None
     em.clear_row_cache()
     t = time.perf_counter()
-    em.raw(x)
+    em.raw(x, groups)
     t_fwd = time.perf_counter() - t
     print(f"split of one full batch: features {t_feat:.3f} s, ensemble forward {t_fwd:.3f} s")
     met = rate >= args.target

@@ -50,7 +50,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     cfg = CalibrateConfig(out_dir=Path(args.out), epochs=args.epochs, ensemble=args.ensemble,
                           seed=args.seed, paired_weight=args.paired_weight,
-                          handover_loss=args.handover_loss, handover_head=args.handover_head)
+                          handover_loss=args.handover_loss, handover_head=args.handover_head,
+                          arch=args.arch)
     con = fdb.connect(args.db)
     if not args.no_import:
         from forge.ns3.corpus import import_corpus
@@ -102,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                        "evaluate on the held-out split, write model + report + plot.")
     _add_db(p)
     p.add_argument("--out", default="corpora/experiment_model", help="output directory")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (config default)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="training epochs (default: 60 for sets, 35 for mlp)")
     p.add_argument("--ensemble", type=int, default=None, help="ensemble members")
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--paired-weight", type=float, default=0.0,
@@ -115,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="what predicts handover counts: glm (a Poisson regression on walked "
                         "distance, border distance and handover settings) or net (the "
                         "ensemble's own output)")
+    p.add_argument("--arch", choices=("mlp", "sets"), default="sets",
+                   help="the network: sets (a learned embedding of every UE of its serving cell, "
+                        "pooled over the cell, joins each UE's features; docs/"
+                        "experiment_model.md) or mlp (one row per UE: the shipped model, and the "
+                        "only one with the paired loss)")
     p.add_argument("--no-import", action="store_true",
                    help="do not import the shipped corpus into the store first")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

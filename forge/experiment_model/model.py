@@ -99,16 +99,96 @@ class _Net(nn.Module):
         return self.head(self.body(x))  # type: ignore[no-any-return,unused-ignore]
 
 
+# The `sets` architecture (`forge calibrate --arch sets`): sizes of the network that embeds each
+# UE of a cell before the embeddings are pooled.
+SET_PHI_HIDDEN = 128
+SET_EMBED = 64
+
+
+class _SetNet(nn.Module):
+    """The per-UE network with its serving cell as a set (DeepSets): `phi` embeds every UE of
+    the cell, and the mean and the maximum of those embeddings over the cell join the UE's own
+    features at the input of `rho`, an MLP like `_Net`.
+
+    Why: how a congested cell's airtime is split depends on who else is in it (their rates,
+    channels and QCIs under the cell's scheduler), which the fixed cell sums and maxima of
+    features.py summarise only partly. A UE's output depends on the UEs of its own cell and on
+    nothing else in the batch."""
+
+    def __init__(self, n_in: int, n_out: int, hidden: int, layers: int) -> None:
+        super().__init__()
+        self.phi = nn.Sequential(nn.Linear(n_in, SET_PHI_HIDDEN), nn.SiLU(),
+                                 nn.Linear(SET_PHI_HIDDEN, SET_EMBED))
+        self.rho = _Net(n_in + 2 * SET_EMBED, n_out, hidden, layers)
+
+    def forward(self, x: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        """`groups`: each row's cell, numbered 0..n_groups-1 over the batch."""
+        z = self.phi(x)
+        n_groups = int(groups.max()) + 1 if len(groups) else 0
+        total = torch.zeros(n_groups, z.shape[1]).index_add_(0, groups, z)
+        count = torch.bincount(groups, minlength=n_groups).clamp(min=1)
+        top = torch.zeros(n_groups, z.shape[1]).scatter_reduce(
+            0, groups[:, None].expand_as(z), z, "amax", include_self=False)
+        return self.rho(  # type: ignore[no-any-return,unused-ignore]
+            torch.cat([x, (total / count[:, None])[groups], top[groups]], 1))
+
+
+def build_net(arch: str, n_in: int, n_out: int, hidden: int, layers: int) -> nn.Module:
+    if arch == "mlp":
+        return _Net(n_in, n_out, hidden, layers)
+    if arch == "sets":
+        return _SetNet(n_in, n_out, hidden, layers)
+    raise ForgeError(f"arch is mlp or sets, not {arch!r}")
+
+
+def cell_groups(scenarios: Sequence[Scenario], serving: Sequence[np.ndarray]) -> np.ndarray:
+    """Each UE row's cell over a batch of scenarios, numbered from 0 (for `_SetNet`)."""
+    out, offset = [], 0
+    for scn, s in zip(scenarios, serving, strict=True):
+        out.append(offset + np.asarray(s, dtype=np.int64))
+        offset += len(scn.cells)
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
 def file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _blocks(n: int) -> list[tuple[int, int]]:
+    """(start, end) of FORWARD_BLOCK-row blocks of n rows; a lone leftover row joins the last
+    block (a one-row product goes through another BLAS kernel)."""
+    out, start = [], 0
+    while start < n:
+        end = min(n, start + FORWARD_BLOCK)
+        if n - end == 1:
+            end = n
+        out.append((start, end))
+        start = end
+    return out
+
+
+def _mlp(h: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Stacked linear layers with SiLU between them, on (members, rows, in) float64 arrays."""
+    last = len(layers) - 1
+    for k, (w, b) in enumerate(layers):
+        h = h @ w
+        h += b
+        if k < last:  # SiLU, h / (1 + exp(-h)), in place: a third of the forward's time
+            t = np.negative(h)
+            np.exp(t, out=t)
+            t += 1.0
+            np.divide(h, t, out=h)
+    return h
 
 
 class ExperimentModel:
     """Load with `ExperimentModel.load()`; predict with `predict([scenario, ...])`."""
 
-    def __init__(self, members: list[_Net], meta: dict[str, Any]) -> None:
-        self.members = members
+    def __init__(self, members: Sequence[nn.Module], meta: dict[str, Any]) -> None:
+        self.members = list(members)
         self.meta = meta
+        # "mlp": one row per UE in, one out; "sets": a UE's cell is part of its input (_SetNet).
+        self.arch: str = meta.get("arch", "mlp")
         self.x_mean = np.asarray(meta["x_mean"], dtype=np.float32)
         self.x_std = np.asarray(meta["x_std"], dtype=np.float32)
         self.y_mean = np.asarray(meta["y_mean"], dtype=np.float32)
@@ -124,11 +204,17 @@ class ExperimentModel:
         self.handover_glm: dict[str, Any] | None = meta.get("handover_glm")
         # The ensemble as stacked numpy weights: for the small batches of a gym step (one
         # scenario, ~20 rows) a few numpy matmuls cost far less than torch's per-call overhead.
-        self._layers = self._stack(members)
+        if self.arch == "sets":
+            nets = [m for m in self.members if isinstance(m, _SetNet)]
+            self._phi = self._stack([m.phi for m in nets])
+            self._layers = self._stack([m.rho for m in nets])
+        else:
+            self._phi = []
+            self._layers = self._stack(self.members)
         self._rows: dict[bytes, np.ndarray] = {}
 
     @staticmethod
-    def _stack(members: list[_Net]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _stack(members: Sequence[nn.Module]) -> list[tuple[np.ndarray, np.ndarray]]:
         per_member = [[m for m in net.modules() if isinstance(m, nn.Linear)] for net in members]
         layers = []
         for k in range(len(per_member[0])):
@@ -159,7 +245,8 @@ class ExperimentModel:
             meta = blob["meta"]
             members = []
             for state in blob["members"]:
-                net = _Net(len(F.FEATURES), len(F.TARGETS), meta["hidden"], meta["layers"])
+                net = build_net(meta.get("arch", "mlp"), len(F.FEATURES), len(F.TARGETS),
+                                meta["hidden"], meta["layers"])
                 net.load_state_dict(state)
                 net.eval()
                 members.append(net)
@@ -181,18 +268,26 @@ class ExperimentModel:
         h = file_hash(model_dir / MODEL_FILE)
         self.model_hash = h
         self.meta["model_hash"] = h
-        info = {"model_hash": h, "features": list(F.FEATURES), "targets": list(F.TARGETS),
-                "training": meta.get("training", {}), "n_members": len(self.members)}
+        info = {"model_hash": h, "arch": self.arch, "features": list(F.FEATURES),
+                "targets": list(F.TARGETS), "training": meta.get("training", {}),
+                "n_members": len(self.members)}
         (model_dir / META_FILE).write_text(json.dumps(info, indent=2) + "\n")
         return h
 
     # -- prediction ----------------------------------------------------------------------------
-    def raw(self, x: np.ndarray) -> np.ndarray:
+    def raw(self, x: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
         """Ensemble outputs in target units: (members, rows, targets), for rows not seen
         before computed by `_raw`, the others from a cache keyed by the row's bytes: a changed
         network shares many UEs' feature rows with the one it was made from (a quarter of the
         rows a synthesis run asks for). A row's output does not depend on the other rows of
-        its batch (bit for bit, for batches of two rows or more)."""
+        its batch (bit for bit, for batches of two rows or more).
+
+        A `sets` model needs `groups`, each row's cell (`cell_groups`): its rows' outputs
+        depend on their cell's rows, and are cached by cell."""
+        if self.arch == "sets":
+            if groups is None or len(groups) != len(x):
+                raise ValueError("a sets model needs each row's cell (groups, one per row)")
+            return self._raw_cells(x, np.asarray(groups))
         n = len(x)
         keys = [r.tobytes() for r in x]
         cache = self._rows
@@ -210,6 +305,52 @@ class ExperimentModel:
             cache.clear()
         for i in todo:
             cache[keys[i]] = out[:, i].copy()  # not a view: a caller may write into `out`
+        return out
+
+    def _raw_cells(self, x: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """`raw` of a sets model: computed, and cached, one cell (all its rows) at a time."""
+        out = np.empty((len(self._layers[0][0]), len(x), self._layers[-1][0].shape[2]))
+        if not len(x):
+            return out
+        order = np.argsort(groups, kind="stable")
+        gs = groups[order]
+        starts = np.flatnonzero(np.r_[True, gs[1:] != gs[:-1]])
+        bounds = list(zip(starts.tolist(), [*starts[1:].tolist(), len(gs)], strict=True))
+        keys = [x[order[a:b]].tobytes() for a, b in bounds]
+        cache = self._rows
+        todo = [k for k, key in enumerate(keys) if key not in cache]
+        fresh = set(todo)
+        for k, key in enumerate(keys):
+            if k not in fresh:
+                out[:, order[bounds[k][0]:bounds[k][1]]] = cache[key]
+        if todo:
+            rows = np.concatenate([order[bounds[k][0]:bounds[k][1]] for k in todo])
+            cell = np.concatenate([np.full(bounds[k][1] - bounds[k][0], j)
+                                   for j, k in enumerate(todo)])
+            out[:, rows] = self._forward_sets(x[rows], cell)
+            if len(cache) + len(todo) > ROW_CACHE:
+                cache.clear()
+            for k in todo:
+                cache[keys[k]] = out[:, order[bounds[k][0]:bounds[k][1]]].copy()
+        return out
+
+    def _forward_sets(self, x: np.ndarray, cell: np.ndarray) -> np.ndarray:
+        """_SetNet's forward in float64; `cell` numbers the rows' cells 0..k-1, each cell's
+        rows consecutive."""
+        xs = (x - self.x_mean.astype(np.float64)) / self.x_std.astype(np.float64)
+        z = _mlp(xs[None, :, :], self._phi)
+        starts = np.flatnonzero(np.r_[True, cell[1:] != cell[:-1]])
+        count = np.diff(np.r_[starts, len(cell)])
+        mean = np.add.reduceat(z, starts, axis=1) / count[None, :, None]
+        top = np.maximum.reduceat(z, starts, axis=1)
+        members = z.shape[0]
+        h = np.concatenate([np.broadcast_to(xs, (members, *xs.shape)), mean[:, cell],
+                            top[:, cell]], axis=2)
+        out = np.empty((members, len(x), self._layers[-1][0].shape[2]))
+        for start, end in _blocks(len(x)):
+            out[:, start:end] = _mlp(h[:, start:end], self._layers)
+        out *= self.y_std.astype(np.float64)
+        out += self.y_mean.astype(np.float64)
         return out
 
     def clear_row_cache(self) -> None:
@@ -234,36 +375,29 @@ class ExperimentModel:
         # 512-row blocks. The last block takes a lone leftover row (a one-row product goes
         # through another BLAS kernel).
         out = np.empty((len(self._layers[0][0]), n, self._layers[-1][0].shape[2]))
-        start = 0
-        while start < n:
-            end = min(n, start + FORWARD_BLOCK)
-            if n - end == 1:
-                end = n
+        for start, end in _blocks(n):
             out[:, start:end] = self._forward(x[start:end])
-            start = end
         return out
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
         h = ((x - self.x_mean.astype(np.float64)) / self.x_std.astype(np.float64))[None, :, :]
-        last = len(self._layers) - 1
-        for k, (w, b) in enumerate(self._layers):
-            h = h @ w
-            h += b
-            if k < last:  # SiLU, h / (1 + exp(-h)), in place: a third of the forward's time
-                t = np.negative(h)
-                np.exp(t, out=t)
-                t += 1.0
-                np.divide(h, t, out=h)
+        h = _mlp(h, self._layers)
         h *= self.y_std.astype(np.float64)
         h += self.y_mean.astype(np.float64)
         return h
 
-    def raw_torch(self, x: np.ndarray) -> np.ndarray:
+    def raw_torch(self, x: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
         """The same as `raw` through torch modules (reference for tests)."""
         xs = (x - self.x_mean) / self.x_std
         with torch.inference_mode():
             t = torch.from_numpy(np.ascontiguousarray(xs, dtype=np.float32))
-            out = torch.stack([m(t) for m in self.members]).numpy()
+            if self.arch == "sets":
+                assert groups is not None
+                _, inv = np.unique(groups, return_inverse=True)
+                g = torch.from_numpy(inv.astype(np.int64))
+                out = torch.stack([m(t, g) for m in self.members]).numpy()
+            else:
+                out = torch.stack([m(t) for m in self.members]).numpy()
         return out * self.y_std + self.y_mean
 
     def predict(self, scenarios: Sequence[Scenario]) -> list[ScenarioPrediction]:
@@ -272,7 +406,9 @@ class ExperimentModel:
         if not feats:
             return []
         x = np.concatenate([f[0] for f in feats])
-        y = self.raw(x)
+        groups = (cell_groups(scenarios, [f[1].serving for f in feats])
+                  if self.arch == "sets" else None)
+        y = self.raw(x, groups)
         ho = self._handover_counts(x, y)
         out, k = [], 0
         for scn, (xf, ph) in zip(scenarios, feats, strict=True):
