@@ -262,6 +262,23 @@ def test_dynamic_sampling_replaces_groups_without_signal(monkeypatch: pytest.Mon
     assert rf.log[1]["retired_swapped"] == 1 and rf.log[1]["resampled"] == 0
 
 
+def test_greedy_misses_are_listed_again() -> None:
+    from forge.train.rl import RLTask, weight_greedy_misses
+
+    def task(i: int) -> RLTask:
+        return RLTask(task={"task_id": f"t{i}", "kind": "qa"}, scenario=None,
+                      messages=[{"role": "system", "content": ""},
+                                {"role": "user", "content": f"q{i}"}])
+
+    front = [task(0), task(1), task(2)]
+    out, info = weight_greedy_misses(front, {"t0": True, "t1": False, "t2": False}, 2)
+    assert [t.task["task_id"] for t in out] == ["t0", "t1", "t2", "t1", "t2", "t1", "t2"]
+    assert info == {"misses": 2, "frontier": 3, "extra_copies": 2}
+    # A prompt whose greedy episode was not run counts as solved: it is not repeated.
+    out, info = weight_greedy_misses(front, {}, 2)
+    assert out == front and info["misses"] == 0
+
+
 def test_token_penalty_dual_update() -> None:
     tp = TokenPenalty(budget=100, eta=0.01, lam0=0.0)
     assert tp(n_tokens=[300, 300]) == [0.0, 0.0]          # lambda was 0 for this batch
@@ -280,7 +297,7 @@ def test_gspo_steps_through_trl(export: Path, checkpoint: Path, tmp_path: Path) 
     m = run_rl(RLRunConfig(model=str(checkpoint), data=str(export), out=str(tmp_path / "rl"),
                            steps=2, prompts_per_step=2, num_generations=2, frontier_pool=3,
                            frontier_rollouts=1, max_turn_tokens=40, max_tool_calls=3,
-                           threads=1), log=lambda s: None)
+                           frontier_greedy=1, threads=1), log=lambda s: None)
     assert m["steps"] == 2
     # TRL hands rollout_func prompts already repeated num_generations times.
     assert m["prompts_received_per_call"] == [4, 4]
@@ -295,6 +312,8 @@ def test_gspo_steps_through_trl(export: Path, checkpoint: Path, tmp_path: Path) 
     assert f["policy_entropy"] > 0
     assert f["entropy_target"] == pytest.approx(0.6 * f["policy_entropy"], abs=1e-4)
     assert sum(k["pool"] for k in f["by_kind"].values()) == f["pool"]
+    # One greedy episode per pooled prompt was run and its pass rate recorded.
+    assert 0.0 <= f["greedy"]["pass_rate"] <= 1.0 and f["greedy"]["extra_copies"] == 1
     assert m["config"]["importance_sampling_level"] == "sequence"
     assert m["config"]["epsilon_high"] > m["config"]["epsilon"]
     assert (tmp_path / "rl" / "rl.png").stat().st_size > 1000

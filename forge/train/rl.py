@@ -41,7 +41,7 @@ import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,12 @@ class RLRunConfig:
                          "questions in four).")
     frontier_pool: int = _f(32, "RL prompts whose SFT pass rate is measured.")
     frontier_rollouts: int = _f(4, "Rollouts per prompt to measure it.")
+    frontier_greedy: int = _f(0, "Greedy misses first: N > 0 rolls each pooled prompt out once "
+                              "more at temperature 0 (as forge bench decodes) and lists each "
+                              "frontier prompt whose greedy episode fails N more times in the "
+                              "RL prompt set (sampled rollouts sometimes solve it, greedy "
+                              "decoding does not: a gain there changes what the bench sees). "
+                              "0 = off.")
     dynamic_sampling: int = _f(0, "Dynamic sampling (DAPO): per step, up to this many groups "
                                "whose rollouts all succeeded or all failed (no success signal, "
                                "no gradient with --scale-rewards none) are replaced by the "
@@ -505,6 +511,14 @@ def frontier(tasks: list[RLTask], model: Any, codec: Any, em: Any, verifier: Any
                     [cfg.seed * 7919 + 31 * i + r for i in range(len(pool)) for r in range(n)])
     rates = [sum(o.success for o in runs[i * n:(i + 1) * n]) / n for i in range(len(pool))]
     front = [t for t, r in zip(pool, rates, strict=True) if 0 < r < 1]
+    greedy_info: dict[str, Any] = {}
+    if cfg.frontier_greedy > 0:
+        # One greedy episode per pooled prompt, on the seed of its first sampled rollout.
+        greedy = rollouts(agent, pool, em, verifier, replace(cfg, temperature=0.0),
+                          [cfg.seed * 7919 + 31 * i for i in range(len(pool))])
+        ok = {t.task["task_id"]: o.success for t, o in zip(pool, greedy, strict=True)}
+        front, greedy_info = weight_greedy_misses(front, ok, cfg.frontier_greedy)
+        greedy_info["pass_rate"] = round(sum(ok.values()) / max(1, len(ok)), 4)
     # The starting policy's entropy, for the automatic target of adaptive entropy control:
     # one rollout of each pooled prompt (up to 16), spread over the pool. Session 16 measured it
     # on the first 8 rollouts of the frontier's prompts only: with a frontier of 4 prompts that
@@ -524,6 +538,8 @@ def frontier(tasks: list[RLTask], model: Any, codec: Any, em: Any, verifier: Any
         by_kind[kind] = {"pool": len(rk), "between": sum(0 < r < 1 for r in rk),
                          "mean_pass_rate": round(sum(rk) / len(rk), 4)}
     info["by_kind"] = by_kind
+    if greedy_info:
+        info["greedy"] = greedy_info
     if len(front) < cfg.prompts_per_step:
         # Too few frontier tasks to fill a step: the solvable ones (rate > 0) first, then the
         # rest; said in the metrics, not hidden.
@@ -532,6 +548,18 @@ def frontier(tasks: list[RLTask], model: Any, codec: Any, em: Any, verifier: Any
         info["fallback"] = "fewer frontier tasks than prompts_per_step: padded by pass rate"
     log("frontier: " + str({k: v for k, v in info.items() if k != "pool_task_ids"}))
     return front, info
+
+
+def weight_greedy_misses(front: list[RLTask], greedy_ok: dict[str, bool], extra: int
+                         ) -> tuple[list[RLTask], dict[str, Any]]:
+    """The frontier with each prompt whose greedy episode failed listed `extra` more times.
+
+    GRPO learns from the frontier's sampled groups, but the bench decodes greedily: a prompt
+    that sampling sometimes solves and greedy decoding does not is where a step can change the
+    bench's answer, while one that greedy already solves can only be kept solved."""
+    misses = [t for t in front if not greedy_ok.get(t.task["task_id"], True)]
+    return front + misses * extra, {"misses": len(misses), "frontier": len(front),
+                                    "extra_copies": extra}
 
 
 # --- the run --------------------------------------------------------------------------------
