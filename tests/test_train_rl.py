@@ -314,6 +314,8 @@ def test_gspo_steps_through_trl(export: Path, checkpoint: Path, tmp_path: Path) 
     assert sum(k["pool"] for k in f["by_kind"].values()) == f["pool"]
     # One greedy episode per pooled prompt was run and its pass rate recorded.
     assert 0.0 <= f["greedy"]["pass_rate"] <= 1.0 and f["greedy"]["extra_copies"] == 1
+    # The histogram counts prompts, not the misses' extra copies.
+    assert f["pass_rate_hist"]["between"] == f["greedy"]["frontier"]
     assert m["config"]["importance_sampling_level"] == "sequence"
     assert m["config"]["epsilon_high"] > m["config"]["epsilon"]
     assert (tmp_path / "rl" / "rl.png").stat().st_size > 1000

@@ -527,7 +527,7 @@ def frontier(tasks: list[RLTask], model: Any, codec: Any, em: Any, verifier: Any
     h0 = policy_entropy(model, runs[::n], limit=16)
     info: dict[str, Any] = {"pool": len(pool), "rollouts_each": cfg.frontier_rollouts,
             "pass_rate_hist": {"0": sum(r == 0 for r in rates), "1": sum(r == 1 for r in rates),
-                               "between": len(front)},
+                               "between": sum(0 < r < 1 for r in rates)},
             "mean_pass_rate": round(sum(rates) / max(1, len(rates)), 4),
             "policy_entropy": round(h0, 4), "pool_task_ids": [t.task["task_id"] for t in pool]}
     # Per kind: questions and work orders reach the frontier at different rates, and the bench
