@@ -362,19 +362,23 @@ def test_sets_model_trains_saves_and_keeps_cells_apart(tmp_path):
 
 
 def test_sets_model_learns_the_planted_rule():
-    """On planted runs (throughput halved under rr and pss) a few epochs of the sets model bring
-    the DL error well under that of the untrained prior."""
+    """On planted runs (throughput halved under rr and pss, which the closed-form prior does
+    not know: its log error there is log 2 = 0.69) a few epochs of the sets model learn the
+    halving."""
     from forge.experiment_model.calibrate import CalibrateConfig, train
 
     runs, _ = _planted_runs(24)
     meas = np.array([k["dl_throughput_mbps"] for r in runs for k in r.ues])
+    halved = np.array([r.scenario.cells[k["serving_cell"]].scheduler in ("rr", "pss")
+                       for r in runs for k in r.ues])
+    assert 50 < halved.sum() < len(halved) - 50
     cfg = CalibrateConfig(epochs=30, ensemble=1, hidden=64, layers=2, batch_size=128,
                           arch="sets")
     model = train(runs, cfg, show_progress=False)
     pred = np.array([q["dl_throughput_mbps"] for p in model.predict([r.scenario for r in runs])
                      for q in p.ues])
-    err = np.median(np.abs(np.log(pred + 1e-3) - np.log(meas + 1e-3)))
-    assert err < 0.2, err
+    err = np.abs(np.log(pred + 1e-3) - np.log(meas + 1e-3))
+    assert np.median(err[halved]) < 0.2 and np.median(err[~halved]) < 0.2, err
 
 
 def test_sets_arch_refuses_the_paired_loss():

@@ -27,7 +27,7 @@ from scipy.stats import spearmanr
 from forge.db import ForgeError
 from forge.experiment_model import features as F
 from forge.experiment_model import handover
-from forge.experiment_model.model import ExperimentModel, build_net
+from forge.experiment_model.model import ExperimentModel, build_net, cell_groups
 from forge.scenario import Scenario
 
 CONGESTED_BELOW = 0.95
@@ -146,22 +146,19 @@ def _matrix(runs: list[RunData]
             np.concatenate(cong), np.concatenate(cells))
 
 
-def _run_batches(picked: np.ndarray, rows_of: list[np.ndarray], cells: np.ndarray,
-                 runs_per_batch: int, gen: torch.Generator
+def _run_batches(runs: list[RunData], picked: np.ndarray, rows_of: list[np.ndarray],
+                 cells: np.ndarray, runs_per_batch: int, gen: torch.Generator
                  ) -> list[tuple[np.ndarray, torch.Tensor]]:
     """One epoch of a sets model: batches of whole runs (in a random order; a run drawn twice by
     the bootstrap is two separate sets of cells), each as its rows and their cells numbered
-    from 0."""
+    from 0, as at prediction (`cell_groups`)."""
     order = picked[torch.randperm(len(picked), generator=gen).numpy()]
     out = []
     for b in range(0, len(order), runs_per_batch):
         chunk = order[b:b + runs_per_batch]
         rows = np.concatenate([rows_of[k] for k in chunk])
-        # Cell ids unique within the batch: the run's place in it, then its serving cell.
-        key = np.concatenate([np.full(len(rows_of[k]), j) for j, k in enumerate(chunk)]) \
-            * 64 + cells[rows]
-        _, g = np.unique(key, return_inverse=True)
-        out.append((rows, torch.from_numpy(g.astype(np.int64))))
+        g = cell_groups([runs[k].scenario for k in chunk], [cells[rows_of[k]] for k in chunk])
+        out.append((rows, torch.from_numpy(g)))
     return out
 
 
@@ -288,7 +285,7 @@ def train(runs: list[RunData], cfg: CalibrateConfig, show_progress: bool = True,
             for _ in range(cfg.n_epochs):
                 batches: list[tuple[Any, torch.Tensor | None]]
                 if sets:
-                    batches = list(_run_batches(pick, rows_of, cells, runs_per_batch, g))
+                    batches = list(_run_batches(runs, pick, rows_of, cells, runs_per_batch, g))
                 else:
                     perm = torch.randperm(len(tx), generator=g)
                     batches = [(perm[b:b + cfg.batch_size], None)

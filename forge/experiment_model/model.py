@@ -19,6 +19,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,11 @@ def _blocks(n: int) -> list[tuple[int, int]]:
     return out
 
 
+def _segment_starts(ids: np.ndarray) -> np.ndarray:
+    """Where each run of equal values of a sorted id array begins."""
+    return np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.zeros(0, int)
+
+
 def _mlp(h: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """Stacked linear layers with SiLU between them, on (members, rows, in) float64 arrays."""
     last = len(layers) - 1
@@ -283,63 +289,55 @@ class ExperimentModel:
         its batch (bit for bit, for batches of two rows or more).
 
         A `sets` model needs `groups`, each row's cell (`cell_groups`): its rows' outputs
-        depend on their cell's rows, and are cached by cell."""
-        if self.arch == "sets":
-            if groups is None or len(groups) != len(x):
-                raise ValueError("a sets model needs each row's cell (groups, one per row)")
-            return self._raw_cells(x, np.asarray(groups))
-        n = len(x)
-        keys = [r.tobytes() for r in x]
-        cache = self._rows
-        todo = [i for i, k in enumerate(keys) if k not in cache]
-        if len(todo) == n:
-            out = self._raw(x)
-        else:
-            out = np.empty((len(self._layers[0][0]), n, self._layers[-1][0].shape[2]))
-            for i, k in enumerate(keys):
-                if k in cache:
-                    out[:, i] = cache[k]
-            if todo:
-                out[:, todo] = self._raw(x[todo])
-        if len(cache) + len(todo) > ROW_CACHE:
-            cache.clear()
-        for i in todo:
-            cache[keys[i]] = out[:, i].copy()  # not a view: a caller may write into `out`
-        return out
+        depend on their cell's rows, so the unit computed and cached is a cell, not a row."""
+        if self.arch != "sets":
+            return self._cached(x, None, None, lambda xs, sizes: self._raw(xs))
+        if groups is None or len(groups) != len(x):
+            raise ValueError("a sets model needs each row's cell (groups, one per row)")
+        order = np.argsort(np.asarray(groups), kind="stable")
+        return self._cached(x, order, _segment_starts(np.asarray(groups)[order]),
+                            lambda xs, sizes: self._forward_sets(
+                                xs, np.repeat(np.arange(len(sizes)), sizes)))
 
-    def _raw_cells(self, x: np.ndarray, groups: np.ndarray) -> np.ndarray:
-        """`raw` of a sets model: computed, and cached, one cell (all its rows) at a time."""
-        out = np.empty((len(self._layers[0][0]), len(x), self._layers[-1][0].shape[2]))
-        if not len(x):
-            return out
-        order = np.argsort(groups, kind="stable")
-        gs = groups[order]
-        starts = np.flatnonzero(np.r_[True, gs[1:] != gs[:-1]])
-        bounds = list(zip(starts.tolist(), [*starts[1:].tolist(), len(gs)], strict=True))
-        keys = [x[order[a:b]].tobytes() for a, b in bounds]
+    def _cached(self, x: np.ndarray, order: np.ndarray | None, starts: np.ndarray | None,
+                compute: Any) -> np.ndarray:
+        """Outputs of `x` by unit: the rows `order[starts[k]:starts[k + 1]]` (one row per unit
+        when `order` is None), each from the cache when its rows' bytes were seen, else from
+        `compute(rows, sizes)` over the new units' rows, consecutive."""
+        n = len(x)
+        if not n:
+            return np.empty((len(self._layers[0][0]), 0, self._layers[-1][0].shape[2]))
+        xo = x if order is None else x[order]
+        bounds = np.r_[np.arange(n) if starts is None else starts, n].tolist()
+        keys = [xo[a:b].tobytes() for a, b in pairwise(bounds)]
         cache = self._rows
         todo = [k for k, key in enumerate(keys) if key not in cache]
-        fresh = set(todo)
-        for k, key in enumerate(keys):
-            if k not in fresh:
-                out[:, order[bounds[k][0]:bounds[k][1]]] = cache[key]
-        if todo:
-            rows = np.concatenate([order[bounds[k][0]:bounds[k][1]] for k in todo])
-            cell = np.concatenate([np.full(bounds[k][1] - bounds[k][0], j)
-                                   for j, k in enumerate(todo)])
-            out[:, rows] = self._forward_sets(x[rows], cell)
-            if len(cache) + len(todo) > ROW_CACHE:
-                cache.clear()
-            for k in todo:
-                cache[keys[k]] = out[:, order[bounds[k][0]:bounds[k][1]]].copy()
-        return out
+        if len(todo) == len(keys):
+            out = compute(xo, np.diff(bounds))
+        else:
+            out = np.empty((len(self._layers[0][0]), n, self._layers[-1][0].shape[2]))
+            for k, key in enumerate(keys):
+                if key in cache:
+                    out[:, bounds[k]:bounds[k + 1]] = cache[key]
+            if todo:
+                rows = np.concatenate([np.arange(bounds[k], bounds[k + 1]) for k in todo])
+                out[:, rows] = compute(xo[rows], [bounds[k + 1] - bounds[k] for k in todo])
+        if len(cache) + len(todo) > ROW_CACHE:
+            cache.clear()
+        for k in todo:  # copies, not views: a caller may write into `out`
+            cache[keys[k]] = out[:, bounds[k]:bounds[k + 1]].copy()
+        if order is None:
+            return out
+        unsorted = np.empty_like(out)
+        unsorted[:, order] = out
+        return unsorted
 
     def _forward_sets(self, x: np.ndarray, cell: np.ndarray) -> np.ndarray:
         """_SetNet's forward in float64; `cell` numbers the rows' cells 0..k-1, each cell's
         rows consecutive."""
         xs = (x - self.x_mean.astype(np.float64)) / self.x_std.astype(np.float64)
         z = _mlp(xs[None, :, :], self._phi)
-        starts = np.flatnonzero(np.r_[True, cell[1:] != cell[:-1]])
+        starts = _segment_starts(cell)
         count = np.diff(np.r_[starts, len(cell)])
         mean = np.add.reduceat(z, starts, axis=1) / count[None, :, None]
         top = np.maximum.reduceat(z, starts, axis=1)
