@@ -63,12 +63,25 @@ def test_corpus_export_import_roundtrip(con, tmp_path):
     scns = sample_grid(3)
     for s in scns:
         store_run(con, s, "ok", _fake_result(s), "test", "calibration")
+    ids = [r[0] for r in con.execute("SELECT run_id FROM ns3_runs ORDER BY run_id").fetchall()]
+    # A pair links two of the runs; it travels with them.
+    con.execute("INSERT INTO ns3_pairs (pair_id, base_run_id, changed_run_id, seed, split, grid, "
+                "tool, args, description) VALUES ('p1', ?, ?, 0, 'calibration', 'pairs', "
+                "'set_tx_power', '{\"cell\": 0}', 'cell 0 power 40 -> 43 dBm')", ids[:2])
     counts = export_corpus(con, tmp_path)
     assert counts["ns3_runs"] == 3
     assert counts["ns3_ue_kpis"] == sum(len(s.ues) for s in scns)
+    assert counts["ns3_pairs"] == 1
     fresh = db.connect(":memory:")
     assert import_corpus(fresh, tmp_path) == 3
     assert import_corpus(fresh, tmp_path) == 0  # nothing twice
-    for t in ("ns3_runs", "ns3_ue_kpis", "ns3_cell_kpis"):
+    for t in ("ns3_runs", "ns3_ue_kpis", "ns3_cell_kpis", "ns3_pairs"):
         a = con.execute(f"SELECT count(*) FROM {t}").fetchone()
         assert fresh.execute(f"SELECT count(*) FROM {t}").fetchone() == a
+    assert fresh.execute("SELECT base_run_id, changed_run_id, tool FROM ns3_pairs").fetchone() \
+        == (ids[0], ids[1], "set_tx_power")
+    # A corpus exported before pairs shipped (no ns3_pairs.parquet) still imports.
+    (tmp_path / "ns3_pairs.parquet").unlink()
+    older = db.connect(":memory:")
+    assert import_corpus(older, tmp_path) == 3
+    assert older.execute("SELECT count(*) FROM ns3_pairs").fetchone() == (0,)

@@ -3,6 +3,9 @@
 The corpus is produced by `python -m forge seed` into the DuckDB store, then exported here so that
 it ships with the repository and any engine can read it. A fresh store imports the shipped
 corpus on first use, so a sweep over the same grid skips every run it already has.
+
+The paired runs of `forge.ns3.pairs` travel with it: their runs are ordinary rows of the three
+run tables, and `ns3_pairs.parquet` links each base run to its changed run.
 """
 
 from __future__ import annotations
@@ -15,14 +18,17 @@ from forge import db as fdb
 
 CORPUS_DIR = Path(__file__).resolve().parents[2] / "corpora" / "ns3"
 TABLES = ("ns3_runs", "ns3_ue_kpis", "ns3_cell_kpis")
+# The side table of paired runs; exported with the runs and imported after them.
+PAIRS_TABLE = "ns3_pairs"
 
 
 def export_corpus(con: duckdb.DuckDBPyConnection, out_dir: Path = CORPUS_DIR) -> dict[str, int]:
     """Write every stored run (ok and failed) to Parquet, ordered so the files are stable."""
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {}
-    order = {"ns3_runs": "run_id", "ns3_ue_kpis": "run_id, ue", "ns3_cell_kpis": "run_id, cell"}
-    for t in TABLES:
+    order = {"ns3_runs": "run_id", "ns3_ue_kpis": "run_id, ue", "ns3_cell_kpis": "run_id, cell",
+             PAIRS_TABLE: "pair_id"}
+    for t in (*TABLES, PAIRS_TABLE):
         tmp = out_dir / f".{t}.parquet.tmp"
         con.execute(
             f"COPY (SELECT * FROM {t} ORDER BY {order[t]}) TO '{tmp}' "
@@ -47,4 +53,10 @@ def import_corpus(con: duckdb.DuckDBPyConnection, src_dir: Path = CORPUS_DIR) ->
                 "WHERE run_id NOT IN (SELECT run_id FROM ns3_runs)"
             )
         after = con.execute("SELECT count(*) FROM ns3_runs").fetchone()
+        pairs = src_dir / f"{PAIRS_TABLE}.parquet"
+        if pairs.exists():  # corpora exported before pairs shipped have no such file
+            con.execute(
+                f"INSERT INTO {PAIRS_TABLE} SELECT * FROM read_parquet('{pairs}') "
+                f"WHERE pair_id NOT IN (SELECT pair_id FROM {PAIRS_TABLE})"
+            )
     return int(after[0]) - int(before[0]) if after and before else 0
