@@ -164,6 +164,16 @@ def test_calibrate_reports_effects_when_the_store_has_pairs(con, monkeypatch, tm
     assert eff["hotspot_pairs"]["n_pairs"] == 2
     assert set(rep["summary"]["effects"]) >= {"grid_pairs", "hotspot_pairs",
                                               "hotspot_dl_spearman"}
+    # The calibration plot gains the effect panel (a third, wider figure).
+    import matplotlib.image
+
+    assert matplotlib.image.imread(tmp_path / "calibration.png").shape[1] > 1700
+    # Its points: the planted truth judged against itself moves every UE exactly as "ns-3" did.
+    from forge.experiment_model.effects import effect_points
+
+    pts = effect_points(load_pairs(con, "heldout", grid="pairs"), truth)
+    assert len(pts["true"]) > 0 and np.allclose(pts["pred"], pts["true"])
+    assert pts["moved"].any()
 
 
 class _Scaled:
@@ -208,6 +218,14 @@ def test_replicates_measure_ns3_noise_on_the_pairs_themselves(con, monkeypatch):
     assert r["delta_spearman_ceiling"] == pytest.approx(1.0)
     assert r["model"]["spearman_delta"] == pytest.approx(1.0)  # the truth predicts itself
     assert effects_summary(sec)["hotspot_replicates"]["n_pairs"] == 3
+    # Calibration and its held-out figures count every scenario once: replicate runs are out.
+    from forge.experiment_model.calibrate import load_runs
+
+    n_runs = con.execute("SELECT count(*) FROM ns3_runs WHERE split IN ('calibration', "
+                         "'heldout', 'hotspot_test')").fetchone()[0]
+    loaded = load_runs(con, ("calibration", "heldout", "hotspot_test"))
+    assert all(r.scenario.rng_run == 1 for r in loaded)
+    assert 0 < len(loaded) < n_runs
 
 
 def test_replicate_noise_is_counted_against_the_base_runs(con, monkeypatch):

@@ -111,10 +111,22 @@ class RunData:
 
 
 def load_runs(con: duckdb.DuckDBPyConnection, splits: tuple[str, ...]) -> list[RunData]:
+    """The ok runs of `splits` with their UE KPIs. Replicates of paired runs (`forge.ns3.pairs
+    --replicate`: the same scenarios under another RngRun, for the effects report's noise
+    figures) are left out, so that every scenario counts once in training and evaluation."""
+    from forge.ns3.pairs import REPLICATE_SEP
+
+    params: list[Any] = list(splits)
+    replicate = ""
+    if has_pairs(con):
+        replicate = ("AND r.run_id NOT IN (SELECT base_run_id FROM ns3_pairs WHERE "
+                     "contains(grid, ?) UNION SELECT changed_run_id FROM ns3_pairs "
+                     "WHERE contains(grid, ?)) ")
+        params += [REPLICATE_SEP, REPLICATE_SEP]
     rows = con.execute(
         "SELECT r.run_id, r.scenario, r.split FROM ns3_runs r "
-        f"WHERE r.status = 'ok' AND r.split IN ({', '.join('?' for _ in splits)}) "
-        "ORDER BY r.run_id", list(splits)).fetchall()
+        f"WHERE r.status = 'ok' AND r.split IN ({', '.join('?' for _ in splits)}) {replicate}"
+        "ORDER BY r.run_id", params).fetchall()
     kp = con.execute(
         "SELECT k.* FROM ns3_ue_kpis k JOIN ns3_runs r USING (run_id) "
         f"WHERE r.status = 'ok' AND r.split IN ({', '.join('?' for _ in splits)}) "
@@ -490,14 +502,18 @@ def noise_floor(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
                for k, v in dev.items()}}
 
 
-def calibration_plot(runs: list[RunData], preds: list[list[dict[str, Any]]], path: Path) -> None:
+def calibration_plot(runs: list[RunData], preds: list[list[dict[str, Any]]], path: Path,
+                     effects: dict[str, dict[str, np.ndarray]] | None = None) -> None:
+    """Held-out levels (DL throughput, delay), and with `effects` ({"held-out grid pairs":
+    effect_points(...), ...}) a third panel: the effect of each change on every UE's DL
+    throughput, model against ns-3, as log ratios after/before."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     true, pred, cong, _ = _flatten(runs, preds)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
+    fig, axes = plt.subplots(1, 3 if effects else 2, figsize=(16.5 if effects else 11, 5))
     for ax, kpi, unit in ((axes[0], "dl_throughput_mbps", "Mb/s"), (axes[1], "delay_ms", "ms")):
         t, p = true[kpi], pred[kpi]
         ok = np.isfinite(t) & np.isfinite(p) & (t > 0) & (p > 0)
@@ -511,6 +527,24 @@ def calibration_plot(runs: list[RunData], preds: list[list[dict[str, Any]]], pat
         ax.set_ylabel(f"Experiment Model ({unit})")
         ax.set_title(f"held-out {kpi}")
         ax.legend(loc="upper left")
+    if effects:
+        ax = axes[2]
+        for (name, pts), color in zip(effects.items(), ("tab:blue", "tab:orange"), strict=False):
+            m = pts["moved"]
+            agree = float(np.mean(np.sign(pts["pred"][m]) == np.sign(pts["true"][m]))
+                          ) if m.any() else float("nan")
+            ax.scatter(pts["true"], pts["pred"], s=4, alpha=0.4, c=color,
+                       label=f"{name}: sign right {agree:.3f} where ns-3 moves > 20 %")
+        ax.axhline(0, c="k", lw=0.5)
+        ax.axvline(0, c="k", lw=0.5)
+        lim = 3.0
+        ax.plot([-lim, lim], [-lim, lim], "k--", lw=1)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_xlabel("ns-3: log(DL throughput after / before)")
+        ax.set_ylabel("Experiment Model: log(after / before)")
+        ax.set_title("effect of one configure change, per UE")
+        ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -559,16 +593,27 @@ def calibrate(con: duckdb.DuckDBPyConnection, cfg: CalibrateConfig, show_progres
             report["baseline_offered_load"]["dl_throughput_mbps"]["congested"]["median_ape"],
         "n_runs": report["n_runs"],
     }
+    points: dict[str, dict[str, np.ndarray]] = {}
     if has_pairs(con):
         # Effect fidelity on held-out pairs and the second distribution, when the store has
         # paired runs (forge.ns3.pairs); the shipped corpus's report says how it was made.
-        from forge.experiment_model.effects import effects_section, effects_summary
+        from forge.experiment_model.effects import (
+            effect_points,
+            effects_section,
+            effects_summary,
+            load_pairs,
+        )
 
         try:
             report["effects"] = effects_section(con, model, "heldout")
             report["summary"]["effects"] = effects_summary(report["effects"])
         except ForgeError as e:
             report["effects"] = {"error": str(e)}
+        for name, split, grid in (("held-out grid pairs", "heldout", "pairs"),
+                                  ("hotspot pairs", "all", "hotspot")):
+            got = load_pairs(con, split, grid=grid)
+            if got:
+                points[name] = effect_points(got, model)
     (cfg.out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    calibration_plot(held, p_held, cfg.out_dir / "calibration.png")
+    calibration_plot(held, p_held, cfg.out_dir / "calibration.png", points or None)
     return report

@@ -356,6 +356,18 @@ def print_replicates(rep: dict[str, Any], title: str) -> None:
                       for n in ("model", "physics_prior")))
 
 
+def effect_points(pairs: list[PairData], model: Any, kpi: str = "dl_throughput_mbps"
+                  ) -> dict[str, np.ndarray]:
+    """Per UE of `pairs`: ns-3's and the model's log ratio after/before of `kpi` (the effect
+    panel of the calibration plot) and whether ns-3 moved it by more than 20 %."""
+    tb, ta, pb, pa, _ = _deltas(pairs, predict_all(model, [
+        s for p in pairs for s in (p.base.scenario, p.changed.scenario)]), kpi)
+    f = FLOOR[kpi]
+    return {"true": np.log(np.maximum(ta, f) / np.maximum(tb, f)),
+            "pred": np.log(np.maximum(pa, f) / np.maximum(pb, f)),
+            "moved": np.abs(ta - tb) / np.maximum(np.abs(tb), f) > MOVES[1]}
+
+
 def effects_section(con: duckdb.DuckDBPyConnection, model: Any, split: str = "heldout"
                     ) -> dict[str, Any]:
     """Effect and level figures of `model` on the store's pairs: grid pairs of `split` and every
