@@ -341,12 +341,20 @@ class ExperimentModel:
         count = np.diff(np.r_[starts, len(cell)])
         mean = np.add.reduceat(z, starts, axis=1) / count[None, :, None]
         top = np.maximum.reduceat(z, starts, axis=1)
-        members = z.shape[0]
-        h = np.concatenate([np.broadcast_to(xs, (members, *xs.shape)), mean[:, cell],
-                            top[:, cell]], axis=2)
-        out = np.empty((members, len(x), self._layers[-1][0].shape[2]))
+        # rho's first layer on [x, mean, max] is x @ W_x + (mean @ W_mean + max @ W_max) per
+        # cell: the pooled part is multiplied once per cell, not once per UE (a cell holds ~10
+        # UEs), which saves an eighth of the forward.
+        w, b = self._layers[0]
+        n_x = xs.shape[1]
+        pooled = mean @ w[:, n_x:n_x + SET_EMBED] + top @ w[:, n_x + SET_EMBED:]
+        pooled += b
+        w_x = w[:, :n_x]
+        out = np.empty((z.shape[0], len(x), self._layers[-1][0].shape[2]))
         for start, end in _blocks(len(x)):
-            out[:, start:end] = _mlp(h[:, start:end], self._layers)
+            h = xs[start:end] @ w_x
+            h += pooled[:, cell[start:end]]
+            np.divide(h, 1.0 + np.exp(-h), out=h)  # SiLU, as in _mlp
+            out[:, start:end] = _mlp(h, self._layers[1:])
         out *= self.y_std.astype(np.float64)
         out += self.y_mean.astype(np.float64)
         return out
