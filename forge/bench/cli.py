@@ -14,12 +14,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "bench", help="evaluate agents in closed loop on held-out tasks (forge bench)",
-        description="Run agents through the gym on the bench task set (corpora/bench/v1) and "
+        description="Run agents through the gym on the bench task set (corpora/bench/v2) and "
         "print the table; report.json, report.md and a PNG go to build/bench/<name>/, the "
         "episodes to DuckDB (bench_runs, bench_episodes). `bench build` rebuilds a task set.")
     sp = p.add_subparsers(dest="bench_cmd")
     b = sp.add_parser("build", help="build a bench task set (corpora/bench/<version>)")
-    b.add_argument("--out", default="corpora/bench/v1")
+    b.add_argument("--out", required=True, help="the new set's directory, e.g. corpora/bench/v3 "
+                   "(a shipped set is never rebuilt in place: reports name the set they used)")
     b.add_argument("--n-scenarios", type=int, default=80, help="held-out networks to draw")
     b.add_argument("--n-grammar", type=int, default=256, help="tasks from the task writer's "
                    "grammar (the hand-written templates come on top)")

@@ -11,6 +11,7 @@ Two rules, the same everywhere (synthesis, curation, the leakage test, `--train-
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
 from functools import lru_cache
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from forge.bench.tasks import TaskSet, load_task_set, resolve_dir
+from forge.bench.tasks import BENCH_DIR, TaskSet, load_task_set, resolve_dir
 
 NEAR_DUP_THRESHOLD = 0.7
 
@@ -36,16 +37,22 @@ def _shingles(texts: Sequence[str]) -> list[set[int]]:
 class BenchGuard:
     """Which texts are near-duplicates of a bench instruction."""
 
-    def __init__(self, ts: TaskSet, threshold: float = NEAR_DUP_THRESHOLD) -> None:
-        self.ts = ts
+    def __init__(self, ts: TaskSet | Sequence[TaskSet], threshold: float = NEAR_DUP_THRESHOLD
+                 ) -> None:
+        sets = [ts] if isinstance(ts, TaskSet) else list(ts)
+        self.task_sets = sets
+        # What a curated set's cache key records: one set's own hash, else a hash of them all.
+        self.content_hash = (sets[0].content_hash if len(sets) == 1 else hashlib.sha256(
+            "|".join(s.content_hash for s in sets).encode()).hexdigest()[:16])
         self.threshold = threshold
-        self.ids = [t.task_id for t in ts.tasks]
-        self.sets = _shingles([t.instruction for t in ts.tasks])
+        tasks = [t for s in sets for t in s.tasks]
+        self.ids = [t.task_id for t in tasks]
+        self.sets = _shingles([t.instruction for t in tasks])
         self.index: dict[int, list[int]] = defaultdict(list)
         for j, s in enumerate(self.sets):
             for h in s:
                 self.index[h].append(j)
-        self.scenario_ids = set(ts.scenarios)
+        self.scenario_ids = {sid for s in sets for sid in s.scenarios}
 
     def near(self, texts: Sequence[str]) -> list[tuple[int, str, float]]:
         """(index in texts, bench task id, Jaccard) for every text at or above the threshold
@@ -67,11 +74,18 @@ class BenchGuard:
 
 @lru_cache(maxsize=4)
 def default_guard(tasks: str | None = None) -> BenchGuard | None:
-    """The guard of the shipped task set, or None when no task set is shipped."""
-    try:
-        return BenchGuard(load_task_set(resolve_dir(tasks)))
-    except Exception:
-        return None
+    """The guard of one task set (`tasks`), or by default of every shipped version together
+    (a model trained today may be benched on an older set too); None when none is shipped."""
+    if tasks is not None:
+        try:
+            return BenchGuard(load_task_set(resolve_dir(tasks)))
+        except Exception:
+            return None
+    shipped = []
+    for d in sorted(BENCH_DIR.iterdir()) if BENCH_DIR.is_dir() else []:
+        if (d / "tasks.jsonl").is_file():  # a broken shipped set fails loudly (BenchError)
+            shipped.append(load_task_set(d))
+    return BenchGuard(shipped) if shipped else None
 
 
 def overlap_with_export(ts: TaskSet, path: Path) -> dict[str, Any]:

@@ -72,7 +72,7 @@ class BenchConfig:
     agents: list[str] = field(default_factory=lambda: list(DEFAULT_AGENTS), metadata={
         "help": "Agent specs: noop, random, threshold-rule, mape-k, greedy-what-if, teacher, "
                 "openai:MODEL@URL, hf:PATH."})
-    tasks: str | None = _f(None, "Task set: a version under corpora/bench (default v1) or a "
+    tasks: str | None = _f(None, "Task set: a version under corpora/bench (default v2) or a "
                            "directory.")
     k: int = _f(4, "Trials per task (environment seeds 0..k-1); pass^k uses all of them.")
     seed: int = _f(0, "Run seed: the agents' sampling seeds and the sample of --sample.")

@@ -140,11 +140,11 @@ def precheck(cfg: CurateConfig) -> None:
 
 
 def _bench_hash() -> str | None:
-    """The shipped bench task set's content hash: a new bench invalidates curated sets."""
+    """The shipped bench task sets' content hash: a new bench invalidates curated sets."""
     from forge.bench.decontam import default_guard
 
     g = default_guard()
-    return g.ts.content_hash if g is not None else None
+    return g.content_hash if g is not None else None
 
 
 # -- stage cache -----------------------------------------------------------------------------------
