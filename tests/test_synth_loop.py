@@ -344,7 +344,11 @@ def test_lanes_run_every_item_once_in_its_preferred_lane_unless_idle() -> None:
                 seen[i] = lane
         assert sorted(seen) == items
         assert all(seen[i] == 1 for i in range(30, 40))  # its own items stay in lane 1
-        assert sum(seen[i] == 0 for i in range(30)) >= 15  # lane 0 keeps most of its own
+        # Lane 0 runs its items from the front and lane 1 steals from the back, so lane 0's
+        # share is a prefix, at least its first two chunks, however the threads are scheduled
+        # (counting a share failed under load: a starved lane 0 keeps fewer).
+        kept = sorted(i for i in range(30) if seen[i] == 0)
+        assert kept == list(range(len(kept))) and len(kept) >= 6
         # Nothing to steal: each lane runs exactly its own.
         seen.clear()
         even = [i % 2 for i in items]
