@@ -120,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arch", choices=("mlp", "sets"), default="sets",
                    help="the network: sets (a learned embedding of every UE of its serving cell, "
                         "pooled over the cell, joins each UE's features; docs/"
-                        "experiment_model.md) or mlp (one row per UE: the shipped model, and the "
-                        "only one with the paired loss)")
+                        "experiment_model.md; the shipped model) or mlp (one "
+                        "row per UE: the model shipped before, and the only one with the paired "
+                        "loss)")
     p.add_argument("--no-import", action="store_true",
                    help="do not import the shipped corpus into the store first")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -111,21 +111,19 @@ def test_no_task_holds_before_any_action(ts: Any, em: Any) -> None:
     from forge.gym.env import CachedModel
     from forge.gym.goals import AnswerGoal, evaluate
 
+    # The shipped set was placed with the shipped model (its manifest says which): every action
+    # goal is certainly unmet under the model's uncertainty band at the start.
+    assert ts.manifest["model_hash"] == em.model_hash
     model = CachedModel(em)
-    loss_moved = []
+    n_action = 0
     for t in ts.tasks:
         g = parse_goal(t.goal)
         if isinstance(g, AnswerGoal):
             continue
         r = evaluate(g, model.view(ts.scenario(t.scenario_id))[1])
-        assert not r.holds, t.task_id
-        if not r.certain:
-            # v1 was built before the uncertainty band covered packet loss (docs/bench.md):
-            # only loss-driven SLA counts may have become uncertain, and only these six.
-            assert {c.metric for c in r.conditions if not c.certain} <= {
-                "sla_violations", "sla_ok", "loss_ratio", "mean_loss_ratio"}, t.task_id
-            loss_moved.append(t.task_id)
-    assert len(loss_moved) == 6, loss_moved
+        assert not r.holds and r.certain, t.task_id
+        n_action += 1
+    assert n_action >= 100
 
 
 def test_stratified_sample_covers_strata(ts: Any) -> None:
@@ -137,6 +135,24 @@ def test_stratified_sample_covers_strata(ts: Any) -> None:
 
 
 # --- leakage --------------------------------------------------------------------------------
+def test_default_guard_covers_every_shipped_set() -> None:
+    """Curation and synthesis turn away bench networks and instructions of every shipped
+    version, not only the default one: an older set stays usable for comparisons."""
+    from forge.bench.decontam import default_guard
+    from forge.bench.tasks import BENCH_DIR
+
+    shipped = [load_task_set(d) for d in sorted(BENCH_DIR.iterdir())
+               if (d / "tasks.jsonl").is_file()]
+    assert len(shipped) >= 2
+    guard = default_guard()
+    assert guard is not None
+    for ts in shipped:
+        assert set(ts.scenarios) <= guard.scenario_ids
+        texts = [t.instruction for t in ts.tasks[:20]]
+        assert len(guard.near(texts)) == len(texts), ts.version
+    assert not guard.near(["Raise cell 0's transmit power by 3 dB and report the new RSRP."])
+
+
 def test_bench_networks_never_in_synthesis_or_corpus(ts: Any) -> None:
     from forge.synth.scenarios import corpus_scenarios, full_pool
 

@@ -37,13 +37,14 @@ from forge.scenario import Scenario
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH_DIR = REPO / "corpora" / "bench"
-DEFAULT_VERSION = "v1"
+DEFAULT_VERSION = "v2"
 HANDWRITTEN = BENCH_DIR / "handwritten.jsonl"
 # Far from every other seed range: the ns-3 grids use seed * 1e6 + k (+5e8 for the handover
 # grid), synthesis samples from 7e6.
 BENCH_SEED_BASE = 900_000_000
 # A canary string in every bench file (BIG-bench practice): a training corpus that contains it
-# has been contaminated with the bench.
+# has been contaminated with the bench. One string for every version (it names v1, where it was
+# first written), so that one search finds any of them.
 CANARY = "FORGE-BENCH-CANARY 3f1c9a52-6b0e-4d7e-9c1a-bench-v1 do not train on this"
 
 
@@ -109,7 +110,7 @@ def resolve_dir(tasks: str | Path | None) -> Path:
         return p
     if (BENCH_DIR / str(tasks)).is_dir():
         return BENCH_DIR / str(tasks)
-    raise BenchError(f"bench task set {tasks} not found (a directory like corpora/bench/v1, or "
+    raise BenchError(f"bench task set {tasks} not found (a directory like corpora/bench/v2, or "
                      f"a version name under {BENCH_DIR})")
 
 
