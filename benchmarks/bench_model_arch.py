@@ -94,10 +94,20 @@ def measure_store(model_dir: str, store: str) -> dict[str, Any]:
     return out
 
 
-def print_store(rows: list[dict[str, Any]]) -> None:
-    def f(v: Any) -> str:
-        return "-" if v is None else f"{v:.3f}"
+def f(v: Any) -> str:
+    return "-" if v is None else f"{v:.3f}"
 
+
+def pair_cells(r: dict[str, Any]) -> list[str]:
+    """A row's hotspot levels and its grid and hotspot effects, as table cells."""
+    cells = [" / ".join(f(v) for v in r.get("hotspot_levels", (None,) * 3))]
+    for name in ("grid_effects", "hotspot_effects"):
+        e = r.get(name)
+        cells.append("-" if e is None else f"{e[0]}, " + ", ".join(f(v) for v in e[1:]))
+    return cells
+
+
+def print_store(rows: list[dict[str, Any]]) -> None:
     origins = [n for n, _, _ in ORIGINS if any(n in r["heldout_by_origin"] for r in rows)]
     n_runs = {n: max(r["heldout_by_origin"].get(n, {}).get("n_runs", 0) for r in rows)
               for n in origins}
@@ -112,12 +122,8 @@ def print_store(rows: list[dict[str, Any]]) -> None:
             o = r["heldout_by_origin"].get(n)
             cells.append("-" if o is None else " / ".join(f(v) for v in o["dl"])
                          + f" ({f(o['delay_median_ape'])})")
-        cells.append(" / ".join(f(v) for v in r.get("hotspot_levels", (None,) * 3)))
-        for name in ("grid_effects", "hotspot_effects"):
-            e = r.get(name)
-            cells.append("-" if e is None else f"{e[0]}, " + ", ".join(f(v) for v in e[1:]))
-        print(f"| {r['model_dir']} ({r['arch']}, {r['model_hash']}) | " + " | ".join(cells)
-              + " |")
+        print(f"| {r['model_dir']} ({r['arch']}, {r['model_hash']}) | "
+              + " | ".join(cells + pair_cells(r)) + " |")
 
 
 def main() -> int:
@@ -137,19 +143,11 @@ def main() -> int:
             Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
         return 0
     rows = [measure(d, args.pairs_db) for d in args.model_dir]
-
-    def f(v: Any) -> str:
-        return "-" if v is None else f"{v:.3f}"
-
     print("| model | arch | held-out runs: DL APE / congested / Spearman | hotspot runs: same "
           "| grid pairs: n, sign > 20 %, Spearman all, moved > 5 % | hotspot pairs: same |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        cells = [" / ".join(f(v) for v in r["heldout"])]
-        cells.append(" / ".join(f(v) for v in r.get("hotspot_levels", (None,) * 3)))
-        for name in ("grid_effects", "hotspot_effects"):
-            e = r.get(name)
-            cells.append("-" if e is None else f"{e[0]}, " + ", ".join(f(v) for v in e[1:]))
+        cells = [" / ".join(f(v) for v in r["heldout"]), *pair_cells(r)]
         print(f"| {r['model_dir']} ({r['model_hash']}) | {r['arch']} | " + " | ".join(cells)
               + " |")
     if args.json:
