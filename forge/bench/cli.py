@@ -16,7 +16,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "bench", help="evaluate agents in closed loop on held-out tasks (forge bench)",
         description="Run agents through the gym on the bench task set (corpora/bench/v2) and "
         "print the table; report.json, report.md and a PNG go to build/bench/<name>/, the "
-        "episodes to DuckDB (bench_runs, bench_episodes). `bench build` rebuilds a task set.")
+        "episodes to DuckDB (bench_runs, bench_episodes). `bench build --out DIR` builds a new "
+        "task set.")
     sp = p.add_subparsers(dest="bench_cmd")
     b = sp.add_parser("build", help="build a bench task set (corpora/bench/<version>)")
     b.add_argument("--out", required=True, help="the new set's directory, e.g. corpora/bench/v3 "

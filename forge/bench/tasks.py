@@ -120,7 +120,7 @@ def load_task_set(tasks: str | Path | None = None) -> TaskSet:
     for f in (tf, sf):
         if not f.is_file():
             raise BenchError(f"{d} is not a bench task set: {f.name} is missing "
-                             "(build one with `python -m forge bench build`)")
+                             "(build one with `python -m forge bench build --out DIR`)")
     out: list[BenchTask] = []
     for n, line in enumerate(tf.read_text().splitlines(), 1):
         if not line.strip():
