@@ -323,8 +323,7 @@ def test_gspo_steps_through_trl(export: Path, checkpoint: Path, tmp_path: Path) 
     assert sum(k["pool"] for k in f["by_kind"].values()) == f["pool"]
     # One greedy episode per pooled prompt was run: its pass rate is a count over the pool.
     g = f["greedy"]
-    assert g["pass_rate"] * f["pool"] == pytest.approx(round(g["pass_rate"] * f["pool"]),
-                                                       abs=1e-3)
+    assert 0 <= g["solved"] <= f["pool"] and g["pass_rate"] == round(g["solved"] / f["pool"], 4)
     assert g["extra_copies"] == 1 and 0 <= g["misses"] <= g["frontier"]
     # The histogram counts prompts, not the misses' extra copies.
     assert f["pass_rate_hist"]["between"] == f["greedy"]["frontier"]

@@ -504,9 +504,9 @@ def noise_floor(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
 
 def calibration_plot(runs: list[RunData], preds: list[list[dict[str, Any]]], path: Path,
                      effects: dict[str, dict[str, np.ndarray]] | None = None) -> None:
-    """Held-out levels (DL throughput, delay), and with `effects` ({"held-out grid pairs":
-    effect_points(...), ...}) a third panel: the effect of each change on every UE's DL
-    throughput, model against ns-3, as log ratios after/before."""
+    """Held-out levels (DL throughput, delay), and with `effects` ({"heldout grid pairs":
+    effect_points(...), ...}, as `effects_section` fills it) a third panel: the effect of
+    each change on every UE's DL throughput, model against ns-3, as log ratios."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -597,23 +597,13 @@ def calibrate(con: duckdb.DuckDBPyConnection, cfg: CalibrateConfig, show_progres
     if has_pairs(con):
         # Effect fidelity on held-out pairs and the second distribution, when the store has
         # paired runs (forge.ns3.pairs); the shipped corpus's report says how it was made.
-        from forge.experiment_model.effects import (
-            effect_points,
-            effects_section,
-            effects_summary,
-            load_pairs,
-        )
+        from forge.experiment_model.effects import effects_section, effects_summary
 
         try:
-            report["effects"] = effects_section(con, model, "heldout")
+            report["effects"] = effects_section(con, model, "heldout", points)
             report["summary"]["effects"] = effects_summary(report["effects"])
         except ForgeError as e:
             report["effects"] = {"error": str(e)}
-        for name, split, grid in (("held-out grid pairs", "heldout", "pairs"),
-                                  ("hotspot pairs", "all", "hotspot")):
-            got = load_pairs(con, split, grid=grid)
-            if got:
-                points[name] = effect_points(got, model)
     (cfg.out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     calibration_plot(held, p_held, cfg.out_dir / "calibration.png", points or None)
     return report

@@ -368,11 +368,12 @@ def effect_points(pairs: list[PairData], model: Any, kpi: str = "dl_throughput_m
             "moved": np.abs(ta - tb) / np.maximum(np.abs(tb), f) > MOVES[1]}
 
 
-def effects_section(con: duckdb.DuckDBPyConnection, model: Any, split: str = "heldout"
-                    ) -> dict[str, Any]:
+def effects_section(con: duckdb.DuckDBPyConnection, model: Any, split: str = "heldout",
+                    points: dict[str, dict[str, np.ndarray]] | None = None) -> dict[str, Any]:
     """Effect and level figures of `model` on the store's pairs: grid pairs of `split` and every
     pair of the second distribution (hotspot), each next to the closed-form physics prior.
-    Raises ForgeError when the store holds no complete pair."""
+    With `points`, also fills it with each kind's `effect_points` (the calibration plot's
+    effect panel). Raises ForgeError when the store holds no complete pair."""
     from forge.gym.closed_form import ClosedFormModel
 
     grid_pairs = load_pairs(con, split, grid="pairs")
@@ -381,12 +382,13 @@ def effects_section(con: duckdb.DuckDBPyConnection, model: Any, split: str = "he
         raise ForgeError(f"no complete pair (both runs ok) in split {split!r}")
     predictors = {"model": model, "physics_prior": ClosedFormModel()}
     out: dict[str, Any] = {"model_hash": model.model_hash, "split": split}
-    if grid_pairs:
-        out["grid_pairs"] = effect_report(grid_pairs, predictors)
-        out["grid_absolute"] = absolute_report(runs_of(grid_pairs), model)
-    if hot_pairs:
-        out["hotspot_pairs"] = effect_report(hot_pairs, predictors)
-        out["hotspot_absolute"] = absolute_report(runs_of(hot_pairs), model)
+    for name, got, label in (("grid", grid_pairs, f"{split} grid pairs"),
+                             ("hotspot", hot_pairs, "hotspot pairs")):
+        if got:
+            out[f"{name}_pairs"] = effect_report(got, predictors)
+            out[f"{name}_absolute"] = absolute_report(runs_of(got), model)
+            if points is not None:
+                points[label] = effect_points(got, model)
     # ns-3's own noise, where the store holds the same pairs under another RngRun.
     from forge.ns3.pairs import replicate_grid
 

@@ -343,7 +343,7 @@ class ExperimentModel:
         top = np.maximum.reduceat(z, starts, axis=1)
         # rho's first layer on [x, mean, max] is x @ W_x + (mean @ W_mean + max @ W_max) per
         # cell: the pooled part is multiplied once per cell, not once per UE (a cell holds ~10
-        # UEs), which saves an eighth of the forward.
+        # UEs); measured about 3 % faster at a full batch, nothing measurable at batch 1.
         w, b = self._layers[0]
         n_x = xs.shape[1]
         pooled = mean @ w[:, n_x:n_x + SET_EMBED] + top @ w[:, n_x + SET_EMBED:]

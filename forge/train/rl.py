@@ -518,7 +518,8 @@ def frontier(tasks: list[RLTask], model: Any, codec: Any, em: Any, verifier: Any
                           [cfg.seed * 7919 + 31 * i for i in range(len(pool))])
         ok = {t.task["task_id"]: o.success for t, o in zip(pool, greedy, strict=True)}
         front, greedy_info = weight_greedy_misses(front, ok, cfg.frontier_greedy)
-        greedy_info["pass_rate"] = round(sum(ok.values()) / max(1, len(ok)), 4)
+        greedy_info["solved"] = sum(ok.values())
+        greedy_info["pass_rate"] = round(greedy_info["solved"] / max(1, len(ok)), 4)
     # The starting policy's entropy, for the automatic target of adaptive entropy control:
     # one rollout of each pooled prompt (up to 16), spread over the pool. Session 16 measured it
     # on the first 8 rollouts of the frontier's prompts only: with a frontier of 4 prompts that
